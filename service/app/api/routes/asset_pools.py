@@ -1,0 +1,208 @@
+from __future__ import annotations
+
+import dataclasses
+import logging
+from typing import Any
+
+from fastapi import APIRouter, HTTPException, Request, Response, status
+from fastapi.exceptions import RequestValidationError
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+from sqlalchemy.orm.exc import StaleDataError
+from starlette.concurrency import run_in_threadpool
+
+from app.api.deps import (
+    AUTH_RESPONSES,
+    CacheDep,
+    ReferenceDep,
+    SessionsDep,
+    SettingsDep,
+    WriteToken,
+)
+from app.api.pagination import PageNo, PageSize, links
+from app.models import AssetClass, AssetPool
+from app.schemas.models import (
+    AssetPoolCreate,
+    AssetPoolOut,
+    AssetPoolUpdate,
+    AssumptionsIn,
+    CashflowProjection,
+    Page,
+)
+from app.services.cache import cache_key, ttl_for
+from app.services.projections import load_pool, render, resolve
+
+logger = logging.getLogger("app.api")
+router = APIRouter(prefix="/api/v1/asset-pools", tags=["asset-pools"])
+NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"description": "No such pool"}}
+
+
+def _unknown_class(code: str) -> RequestValidationError:
+    return RequestValidationError(
+        [
+            {
+                "type": "value_error",
+                "loc": ("body", "asset_class_code"),
+                "msg": f"Unknown asset class {code!r}",
+                "input": code,
+            }
+        ]
+    )
+
+
+def _out(pool: AssetPool) -> AssetPoolOut:
+    return AssetPoolOut.model_validate(pool)
+
+
+def _get(session: Session, pool_id: int) -> AssetPool:
+    pool = session.get(AssetPool, pool_id)
+    if pool is None:
+        raise HTTPException(status_code=404, detail=f"Pool {pool_id} not found")
+    return pool
+
+
+@router.post(
+    "",
+    response_model=AssetPoolOut,
+    status_code=status.HTTP_201_CREATED,
+    summary="Create a pool",
+    responses=AUTH_RESPONSES,
+)
+async def create_pool(
+    body: AssetPoolCreate, sessions: SessionsDep, token: WriteToken, response: Response
+) -> AssetPoolOut:
+    def work() -> AssetPoolOut:
+        with sessions() as session:
+            if session.get(AssetClass, body.asset_class_code) is None:
+                raise _unknown_class(body.asset_class_code)
+            pool = AssetPool(**body.model_dump())
+            session.add(pool)
+            session.commit()
+            return _out(pool)
+
+    out = await run_in_threadpool(work)
+    response.headers["Location"] = f"/api/v1/asset-pools/{out.id}"
+    logger.info("pool created", extra={"pool_id": out.id, "subject": token.subject})
+    return out
+
+
+@router.get("", response_model=Page[AssetPoolOut], summary="List pools (paginated)")
+def list_pools(
+    request: Request,
+    sessions: SessionsDep,
+    page: PageNo = 1,
+    size: PageSize = 20,
+    asset_class: str | None = None,
+) -> dict[str, object]:
+    with sessions() as session:
+        query = select(AssetPool)
+        count = select(func.count()).select_from(AssetPool)
+        if asset_class:
+            query = query.where(AssetPool.asset_class_code == asset_class)
+            count = count.where(AssetPool.asset_class_code == asset_class)
+        total = session.scalar(count) or 0
+        rows = session.scalars(query.order_by(AssetPool.id).offset((page - 1) * size).limit(size))
+        items = [_out(p) for p in rows.unique()]
+    return {"items": items, **links(request, page, size, total)}
+
+
+@router.get("/{pool_id}", response_model=AssetPoolOut, responses=NOT_FOUND, summary="One pool")
+def get_pool(pool_id: int, sessions: SessionsDep) -> AssetPoolOut:
+    with sessions() as session:
+        return _out(_get(session, pool_id))
+
+
+@router.patch(
+    "/{pool_id}",
+    response_model=AssetPoolOut,
+    summary="Change a pool",
+    responses={**NOT_FOUND, **AUTH_RESPONSES, 409: {"description": "Concurrent change"}},
+)
+async def update_pool(
+    pool_id: int, body: AssetPoolUpdate, sessions: SessionsDep, cache: CacheDep, _t: WriteToken
+) -> AssetPoolOut:
+    changes = body.model_dump(exclude_unset=True)
+    if any(v is None for v in changes.values()):
+        raise RequestValidationError(
+            [
+                {"type": "value_error", "loc": ("body", k), "msg": "may not be null", "input": None}
+                for k, v in changes.items()
+                if v is None
+            ]
+        )
+
+    def work() -> AssetPoolOut:
+        with sessions() as session:
+            pool = _get(session, pool_id)
+            code = changes.get("asset_class_code")
+            if code is not None and session.get(AssetClass, code) is None:
+                raise _unknown_class(code)
+            for key, value in changes.items():
+                setattr(pool, key, value)
+            try:
+                session.commit()
+            except StaleDataError:
+                raise HTTPException(status_code=409, detail="Pool changed concurrently") from None
+            return _out(pool)
+
+    out = await run_in_threadpool(work)
+    await cache.invalidate(pool_id)
+    return out
+
+
+@router.delete(
+    "/{pool_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    summary="Delete a pool",
+    responses={**NOT_FOUND, **AUTH_RESPONSES},
+)
+async def delete_pool(
+    pool_id: int, sessions: SessionsDep, cache: CacheDep, _t: WriteToken
+) -> Response:
+    def work() -> None:
+        with sessions() as session:
+            session.delete(_get(session, pool_id))
+            session.commit()
+
+    await run_in_threadpool(work)
+    await cache.invalidate(pool_id)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.post(
+    "/{pool_id}/cashflows",
+    response_model=CashflowProjection,
+    responses={
+        **NOT_FOUND,
+        200: {
+            "headers": {
+                "X-Cache": {
+                    "description": "HIT when served from the Redis cache, MISS otherwise",
+                    "schema": {"type": "string"},
+                }
+            }
+        },
+    },
+    summary="Project monthly cashflows (cached in Redis)",
+)
+async def project_cashflows(
+    pool_id: int,
+    sessions: SessionsDep,
+    reference: ReferenceDep,
+    cache: CacheDep,
+    settings: SettingsDep,
+    assumptions: AssumptionsIn | None = None,
+) -> Response:
+    pool = await run_in_threadpool(load_pool, sessions, pool_id)
+    if pool is None:
+        raise HTTPException(status_code=404, detail=f"Pool {pool_id} not found")
+    ref = await reference.get()
+    asset_class = ref.by_code[pool.asset_class_code]
+    resolved = resolve(assumptions, asset_class, pool.wam)
+    key = cache_key(pool.id, pool.version, dataclasses.asdict(resolved), ref.ref_hash)
+    cached = await cache.get(key)
+    if cached is not None:
+        return Response(cached, media_type="application/json", headers={"X-Cache": "HIT"})
+    payload = render(pool, resolved)
+    await cache.set(pool.id, key, payload, ttl_for(str(asset_class["data_tier"]), settings))
+    return Response(payload, media_type="application/json", headers={"X-Cache": "MISS"})

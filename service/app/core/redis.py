@@ -1,0 +1,93 @@
+"""One Redis connection pool per worker process, with a short circuit breaker.
+
+When a command fails (Redis down, timeout after the configured retries), the manager marks Redis
+unavailable for REDIS_DOWN_BACKOFF seconds: callers then skip Redis immediately instead of paying a
+connect timeout on every request. /health always tries a real PING, which closes the breaker again.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import ConstantBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from app.core.config import Settings
+
+logger = logging.getLogger("app.services")
+
+REDIS_ERRORS: tuple[type[BaseException], ...] = (RedisError, OSError)
+
+
+class RedisManager:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        pool_kwargs: dict[str, Any] = {
+            "host": settings.redis_host,
+            "port": settings.redis_port,
+            "db": settings.redis_database,
+            "password": (
+                settings.redis_password.get_secret_value() if settings.redis_password else None
+            ),
+            "socket_timeout": settings.redis_timeout,
+            "socket_connect_timeout": settings.redis_timeout,
+            "retry": Retry(
+                ConstantBackoff(settings.redis_retry_delay),
+                settings.redis_retry_count,
+                supported_errors=(RedisConnectionError, RedisTimeoutError),
+            ),
+            "max_connections": settings.redis_max_connections,
+            "timeout": settings.redis_timeout,
+            "health_check_interval": 30,
+        }
+        if settings.redis_ssl:
+            pool_kwargs["connection_class"] = aioredis.SSLConnection
+        self.pool = aioredis.BlockingConnectionPool(**pool_kwargs)
+        self.client: aioredis.Redis = aioredis.Redis(connection_pool=self.pool)
+        self._down_until = 0.0
+
+    @property
+    def available(self) -> bool:
+        return time.monotonic() >= self._down_until
+
+    def mark_down(self, exc: BaseException) -> None:
+        if self.available:
+            logger.warning(
+                "redis unavailable, bypassing for %.1fs: %s", self.settings.redis_down_backoff, exc
+            )
+        self._down_until = time.monotonic() + self.settings.redis_down_backoff
+
+    def mark_up(self) -> None:
+        self._down_until = 0.0
+
+    async def ping(self) -> bool:
+        try:
+            await self.client.ping()
+        except REDIS_ERRORS as exc:
+            self.mark_down(exc)
+            return False
+        self.mark_up()
+        return True
+
+    async def warm_up(self) -> None:
+        """Open REDIS_CONNECTION_POOL_SIZE connections now rather than on the first requests."""
+        conns = []
+        try:
+            for _ in range(self.settings.redis_connection_pool_size):
+                conn = await self.pool.get_connection()  # type: ignore[no-untyped-call]
+                conns.append(conn)
+        except REDIS_ERRORS as exc:
+            self.mark_down(exc)
+        finally:
+            for conn in conns:
+                await self.pool.release(conn)
+
+    async def close(self) -> None:
+        await self.client.aclose()
+        await self.pool.disconnect()

@@ -1,0 +1,6 @@
+"""ORM models. Logger: `app.models`."""
+
+from app.models.base import Base
+from app.models.entities import AssetClass, AssetPool
+
+__all__ = ["AssetClass", "AssetPool", "Base"]
