@@ -1,0 +1,44 @@
+from __future__ import annotations
+
+from fastapi.testclient import TestClient
+
+
+def test_list_is_paginated_with_links(client: TestClient) -> None:
+    first = client.get("/api/v1/asset-classes", params={"page": 1, "size": 3}).json()
+    assert first["total"] == 8
+    assert first["pages"] == 3
+    assert [i["code"] for i in first["items"]] == ["AUTO", "CARD", "CLO"]
+    assert first["prev"] is None
+    assert first["next"] == "/api/v1/asset-classes?page=2&size=3"
+    second = client.get(first["next"]).json()
+    assert second["prev"] == "/api/v1/asset-classes?page=1&size=3"
+    last = client.get("/api/v1/asset-classes?page=3&size=3").json()
+    assert [i["code"] for i in last["items"]] == ["RMBS", "STUDENT"]
+    assert last["next"] is None
+    seen = {i["code"] for p in (first, second, last) for i in p["items"]}
+    assert seen == {"AUTO", "CARD", "CLO", "CONSUMER", "CRE", "EQUIPMENT", "RMBS", "STUDENT"}
+
+
+def test_page_beyond_the_end_is_empty(client: TestClient) -> None:
+    body = client.get("/api/v1/asset-classes?page=9&size=5").json()
+    assert body["items"] == []
+    assert body["prev"] == "/api/v1/asset-classes?page=2&size=5"
+
+
+def test_page_parameters_are_validated(client: TestClient) -> None:
+    resp = client.get("/api/v1/asset-classes?page=0&size=101")
+    assert resp.status_code == 422
+    assert {tuple(e["loc"]) for e in resp.json()["detail"]} == {("query", "page"), ("query", "size")}
+
+
+def test_one_asset_class_with_reference_data(client: TestClient) -> None:
+    body = client.get("/api/v1/asset-classes/clo").json()
+    assert body["code"] == "CLO"
+    assert body["name"] == "Corporate loans (CLO)"
+    assert body["data_tier"] == "dynamic"
+    assert 0 < body["default_cdr"] < 1
+    assert isinstance(body["recovery_lag_months"], int)
+
+
+def test_unknown_asset_class_is_404(client: TestClient) -> None:
+    assert client.get("/api/v1/asset-classes/NOPE").status_code == 404

@@ -1,0 +1,77 @@
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi.testclient import TestClient
+
+from tests.conftest import POOL
+
+
+def test_create_get_list_update_delete(
+    client: TestClient, auth: dict[str, str], pool: dict[str, Any]
+) -> None:
+    assert pool["version"] == 1
+    assert pool["current_balance"] == 1_000_000.0
+    got = client.get(f"/api/v1/asset-pools/{pool['id']}").json()
+    assert got == pool
+    listed = client.get("/api/v1/asset-pools").json()
+    assert listed["total"] == 1
+    assert listed["items"][0]["id"] == pool["id"]
+    changed = client.patch(
+        f"/api/v1/asset-pools/{pool['id']}", json={"wac": 0.055}, headers=auth
+    )
+    assert changed.status_code == 200
+    assert changed.json()["wac"] == 0.055
+    assert changed.json()["version"] == 2
+    assert client.delete(f"/api/v1/asset-pools/{pool['id']}", headers=auth).status_code == 204
+    assert client.get(f"/api/v1/asset-pools/{pool['id']}").status_code == 404
+
+
+def test_create_answers_location(client: TestClient, auth: dict[str, str]) -> None:
+    resp = client.post("/api/v1/asset-pools", json=POOL, headers=auth)
+    assert resp.headers["location"] == f"/api/v1/asset-pools/{resp.json()['id']}"
+
+
+def test_validation_names_every_failing_field(client: TestClient, auth: dict[str, str]) -> None:
+    bad = {**POOL, "current_balance": 0, "wac": 1.5, "servicing_fee": -0.1, "wam": 481}
+    resp = client.post("/api/v1/asset-pools", json=bad, headers=auth)
+    assert resp.status_code == 422
+    fields = {e["loc"][-1] for e in resp.json()["detail"]}
+    assert fields == {"current_balance", "wac", "servicing_fee", "wam"}
+
+
+def test_term_bounds(client: TestClient, auth: dict[str, str]) -> None:
+    for wam, expected in ((0, 422), (1, 201), (480, 201), (481, 422)):
+        resp = client.post("/api/v1/asset-pools", json={**POOL, "wam": wam}, headers=auth)
+        assert resp.status_code == expected, (wam, resp.text)
+
+
+def test_unknown_asset_class_is_422_on_that_field(client: TestClient, auth: dict[str, str]) -> None:
+    resp = client.post("/api/v1/asset-pools", json={**POOL, "asset_class_code": "ZZZ"}, headers=auth)
+    assert resp.status_code == 422
+    assert resp.json()["detail"][0]["loc"] == ["body", "asset_class_code"]
+
+
+def test_patch_validates_and_rejects_null(
+    client: TestClient, auth: dict[str, str], pool: dict[str, Any]
+) -> None:
+    url = f"/api/v1/asset-pools/{pool['id']}"
+    assert client.patch(url, json={"wam": 0}, headers=auth).status_code == 422
+    resp = client.patch(url, json={"name": None}, headers=auth)
+    assert resp.status_code == 422
+    assert resp.json()["detail"][0]["loc"] == ["body", "name"]
+    assert client.get(url).json()["version"] == 1
+
+
+def test_list_filters_by_asset_class(client: TestClient, auth: dict[str, str]) -> None:
+    client.post("/api/v1/asset-pools", json=POOL, headers=auth)
+    client.post("/api/v1/asset-pools", json={**POOL, "asset_class_code": "AUTO"}, headers=auth)
+    body = client.get("/api/v1/asset-pools?asset_class=AUTO").json()
+    assert body["total"] == 1
+    assert body["items"][0]["asset_class_code"] == "AUTO"
+
+
+def test_missing_pool_is_404(client: TestClient, auth: dict[str, str]) -> None:
+    assert client.get("/api/v1/asset-pools/999").status_code == 404
+    assert client.patch("/api/v1/asset-pools/999", json={"wam": 2}, headers=auth).status_code == 404
+    assert client.delete("/api/v1/asset-pools/999", headers=auth).status_code == 404
