@@ -175,3 +175,17 @@ def metric_value(text: str, name: str, **labels: str) -> float:
 
 
 os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
+
+
+def with_peer(app: Any) -> Any:
+    """Wrap an ASGI app so a test can choose the TCP peer address with an X-Test-Peer header
+    (one TestClient = one event loop, so one client must serve several 'addresses')."""
+
+    async def wrapped(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            for key, value in scope["headers"]:
+                if key == b"x-test-peer":
+                    scope["client"] = (value.decode(), 1)
+        await app(scope, receive, send)
+
+    return wrapped

@@ -1,0 +1,71 @@
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import jwt
+from fastapi.testclient import TestClient
+
+from app.core.config import Settings
+from app.core.security import create_token
+from app.main import create_app
+from tests.conftest import POOL, with_peer
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def test_write_without_token_is_401(client: TestClient) -> None:
+    resp = client.post("/api/v1/asset-pools", json=POOL)
+    assert resp.status_code == 401
+    assert resp.headers["www-authenticate"] == "Bearer"
+
+
+def test_expired_token_is_401(client: TestClient, settings: Settings) -> None:
+    token = create_token("u", ["write"], settings=settings, ttl_seconds=60, now=time.time() - 120)
+    resp = client.post("/api/v1/asset-pools", json=POOL, headers=bearer(token))
+    assert resp.status_code == 401
+    assert resp.json()["detail"] == "Token expired"
+
+
+def test_forged_token_is_401(client: TestClient, settings: Settings) -> None:
+    forged = jwt.encode({"sub": "u", "scopes": ["write"], "iat": int(time.time()),
+                         "exp": int(time.time()) + 600}, "another-key-" * 4, algorithm="HS256")
+    assert client.post("/api/v1/asset-pools", json=POOL, headers=bearer(forged)).status_code == 401
+    unsigned = jwt.encode({"sub": "u", "scopes": ["write"], "iat": int(time.time()),
+                           "exp": int(time.time()) + 600}, None, algorithm="none")
+    assert client.post("/api/v1/asset-pools", json=POOL, headers=bearer(unsigned)).status_code == 401
+    assert client.post("/api/v1/asset-pools", json=POOL, headers=bearer("garbage")).status_code == 401
+
+
+def test_token_without_expiry_is_401(client: TestClient, settings: Settings) -> None:
+    token = jwt.encode({"sub": "u", "scopes": ["write"], "iat": int(time.time())},
+                       settings.secret_key.get_secret_value(), algorithm="HS256")
+    assert client.post("/api/v1/asset-pools", json=POOL, headers=bearer(token)).status_code == 401
+
+
+def test_read_scope_cannot_write(client: TestClient, settings: Settings) -> None:
+    token = create_token("reader", ["read"], settings=settings)
+    assert client.post("/api/v1/asset-pools", json=POOL, headers=bearer(token)).status_code == 403
+
+
+def test_valid_write_token_works(client: TestClient, settings: Settings) -> None:
+    token = create_token("writer", ["write"], settings=settings)
+    assert client.post("/api/v1/asset-pools", json=POOL, headers=bearer(token)).status_code == 201
+
+
+def test_admin_needs_scope_and_allowed_address(make_settings: Any, pool: dict[str, Any]) -> None:
+    settings = make_settings(admin_allowed_ips="10.0.0.0/8")
+    app = create_app(settings)
+    admin = bearer(create_token("ops", ["admin"], settings=settings))
+    writer = bearer(create_token("dev", ["write"], settings=settings))
+    inside, outside = {"X-Test-Peer": "10.1.2.3"}, {"X-Test-Peer": "192.168.1.1"}
+    with TestClient(with_peer(app)) as c:
+        assert c.delete("/api/v1/admin/cache", headers={**inside, **writer}).status_code == 403
+        assert c.delete("/api/v1/admin/cache", headers=inside).status_code == 401
+        c.post(f"/api/v1/asset-pools/{pool['id']}/cashflows")
+        resp = c.delete("/api/v1/admin/cache", headers={**inside, **admin})
+        assert resp.status_code == 200
+        assert resp.json()["removed"] == 2  # the projection and the pool's index set
+        assert c.delete("/api/v1/admin/cache", headers={**outside, **admin}).status_code == 403

@@ -1,0 +1,98 @@
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from app import __version__
+from app.main import create_app
+from tests.conftest import POOL, RedisServer
+
+
+def test_health_ok_with_version_and_release(make_settings: Any) -> None:
+    with TestClient(create_app(make_settings(app_release="1.0.0-abc123"))) as c:
+        resp = c.get("/health")
+    body = resp.json()
+    assert resp.status_code == 200
+    assert body["status"] == "ok"
+    assert body["version"] == __version__
+    assert body["release"] == "1.0.0-abc123"
+    assert body["checks"]["redis"]["status"] == "ok"
+    assert body["checks"]["database"]["status"] == "ok"
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Any:
+    server = RedisServer(tmp_path)
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.mark.parametrize("fail_open", [True, False])
+def test_redis_down_keeps_serving_and_health_degrades(
+    make_settings: Any, own_redis: RedisServer, fail_open: bool
+) -> None:
+    settings = make_settings(
+        redis_port=own_redis.port, rate_limit_enabled=True, rate_limit_fail_open=fail_open,
+        redis_down_backoff=0.2, redis_retry_count=1,
+    )
+    with TestClient(create_app(settings), client=("127.0.0.1", 1)) as c:
+        token = c.app.state  # noqa: F841 - app built
+        from app.core.security import create_token
+
+        auth = {"Authorization": "Bearer " + create_token("t", ["write"], settings=settings)}
+        pool = c.post("/api/v1/asset-pools", json=POOL, headers=auth).json()
+        assert c.post(f"/api/v1/asset-pools/{pool['id']}/cashflows").headers["x-cache"] == "MISS"
+        own_redis.stop()
+        health = c.get("/health")
+        assert health.status_code == 200
+        assert health.json()["status"] == "degraded"
+        assert health.json()["checks"]["redis"]["status"] == "down"
+        listing = c.get("/api/v1/asset-classes")
+        projection = c.post(f"/api/v1/asset-pools/{pool['id']}/cashflows")
+        if fail_open:
+            assert listing.status_code == 200
+            assert projection.status_code == 200
+            assert projection.headers["x-cache"] == "MISS"  # cache bypassed, still answered
+            assert "x-ratelimit-remaining" not in listing.headers
+        else:
+            assert listing.status_code == 503
+            assert listing.headers["retry-after"] == "1"
+        own_redis.start()
+        import time
+
+        time.sleep(0.25)
+        assert c.get("/health").json()["status"] == "ok"
+        assert c.get("/api/v1/asset-classes").status_code == 200
+
+
+def test_cache_bypassed_when_redis_down_without_rate_limit(
+    make_settings: Any, own_redis: RedisServer
+) -> None:
+    settings = make_settings(redis_port=own_redis.port, redis_retry_count=0)
+    with TestClient(create_app(settings)) as c:
+        from app.core.security import create_token
+
+        auth = {"Authorization": "Bearer " + create_token("t", ["write"], settings=settings)}
+        pool = c.post("/api/v1/asset-pools", json=POOL, headers=auth).json()
+        own_redis.stop()
+        # Writes still work: invalidation is skipped, the version in the key protects readers.
+        patched = c.patch(f"/api/v1/asset-pools/{pool['id']}", json={"wam": 120}, headers=auth)
+        assert patched.status_code == 200
+        resp = c.post(f"/api/v1/asset-pools/{pool['id']}/cashflows")
+        assert resp.status_code == 200
+        assert len(resp.json()["cashflows"]) == 120 + resp.json()["assumptions"]["recovery_lag"]
+        assert c.post("/api/v1/analyses", json={"pool_ids": [pool["id"]]},
+                      headers=auth).status_code == 503
+
+
+def test_database_down_is_503(make_settings: Any, tmp_path: Path) -> None:
+    settings = make_settings(database_url=f"sqlite:///{tmp_path}/missing/dir/x.db")
+    with TestClient(create_app(settings)) as c:
+        resp = c.get("/health")
+    assert resp.status_code == 503
+    assert resp.json()["status"] == "unavailable"
+    assert resp.json()["checks"]["database"]["status"] == "down"

@@ -1,0 +1,102 @@
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from fastapi.testclient import TestClient
+
+from app.core.net import client_ip, parse_networks
+from app.core.security import create_token
+from app.main import create_app
+from tests.conftest import metric_value, with_peer
+
+
+def test_burst_then_429_then_recovery(make_settings: Any) -> None:
+    settings = make_settings(rate_limit_enabled=True, rate_limit_default="20/second",
+                             rate_limit_burst=5)
+    with TestClient(create_app(settings), client=("127.0.0.1", 1)) as c:
+        before = metric_value(c.get("/metrics").text, "rate_limited_requests_total")
+        statuses = [c.get("/api/v1/asset-classes") for _ in range(6)]
+        assert [r.status_code for r in statuses[:5]] == [200] * 5
+        assert statuses[0].headers["x-ratelimit-limit"] == "20"
+        assert statuses[0].headers["x-ratelimit-burst"] == "5"
+        assert statuses[0].headers["x-ratelimit-remaining"] == "4"
+        refused = statuses[5]
+        assert refused.status_code == 429
+        assert refused.headers["retry-after"] == "1"
+        assert refused.headers["x-ratelimit-remaining"] == "0"
+        assert "x-ratelimit-reset" in refused.headers
+        after = metric_value(c.get("/metrics").text, "rate_limited_requests_total")
+        assert after - before == 1
+        time.sleep(0.2)  # refills 4 tokens at 20/s
+        assert c.get("/api/v1/asset-classes").status_code == 200
+
+
+def test_default_is_100_per_minute_with_burst_150(make_settings: Any) -> None:
+    settings = make_settings(rate_limit_enabled=True)
+    with TestClient(create_app(settings), client=("127.0.0.1", 1)) as c:
+        codes = [c.get("/api/v1/asset-classes/RMBS").status_code for _ in range(151)]
+    assert codes.count(200) == 150
+    assert codes[-1] == 429
+
+
+def test_buckets_are_per_ip_and_per_token(make_settings: Any) -> None:
+    settings = make_settings(rate_limit_enabled=True, rate_limit_default="1/minute",
+                             rate_limit_burst=1)
+    app = create_app(settings)
+    alice = {"Authorization": "Bearer " + create_token("alice", ["read"], settings=settings)}
+    bob = {"Authorization": "Bearer " + create_token("bob", ["read"], settings=settings)}
+    p1, p2 = {"X-Test-Peer": "10.0.0.1"}, {"X-Test-Peer": "10.0.0.2"}
+    with TestClient(with_peer(app)) as c:
+        assert c.get("/api/v1/asset-classes", headers=p1).status_code == 200
+        assert c.get("/api/v1/asset-classes", headers=p1).status_code == 429
+        assert c.get("/api/v1/asset-classes", headers=p2).status_code == 200
+        assert c.get("/api/v1/asset-classes", headers={**p1, **alice}).status_code == 200
+        assert c.get("/api/v1/asset-classes", headers={**p1, **alice}).status_code == 429
+        assert c.get("/api/v1/asset-classes", headers={**p1, **bob}).status_code == 200
+
+
+def test_forwarded_for_is_trusted_only_from_the_proxy(make_settings: Any) -> None:
+    settings = make_settings(rate_limit_enabled=True, rate_limit_default="1/minute",
+                             rate_limit_burst=1, trusted_proxies="127.0.0.1")
+    app = create_app(settings)
+    with TestClient(with_peer(app)) as c:
+
+        def get(peer: str, xff: str) -> int:
+            headers = {"X-Test-Peer": peer, "X-Forwarded-For": xff}
+            return c.get("/api/v1/asset-classes", headers=headers).status_code
+
+        assert get("127.0.0.1", "198.51.100.1") == 200
+        assert get("127.0.0.1", "198.51.100.2") == 200
+        assert get("127.0.0.1", "198.51.100.1") == 429
+        # A direct client cannot escape its bucket by inventing X-Forwarded-For.
+        assert get("203.0.113.9", "1.1.1.1") == 200
+        assert get("203.0.113.9", "2.2.2.2") == 429
+
+
+def test_client_ip_resolution() -> None:
+    trusted = parse_networks(("127.0.0.1", "10.0.0.0/8"))
+
+    def scope(peer: str, xff: str | None) -> dict[str, Any]:
+        headers = [(b"x-forwarded-for", xff.encode())] if xff else []
+        return {"client": (peer, 1), "headers": headers}
+
+    assert client_ip(scope("127.0.0.1", "5.5.5.5, 10.0.0.7"), trusted) == "5.5.5.5"
+    assert client_ip(scope("127.0.0.1", "6.6.6.6, 5.5.5.5"), trusted) == "5.5.5.5"
+    assert client_ip(scope("8.8.8.8", "5.5.5.5"), trusted) == "8.8.8.8"
+    assert client_ip(scope("127.0.0.1", None), trusted) == "127.0.0.1"
+    assert client_ip(scope("127.0.0.1", "not-an-ip"), trusted) == "127.0.0.1"
+
+
+def test_health_and_metrics_are_not_limited(make_settings: Any) -> None:
+    settings = make_settings(rate_limit_enabled=True, rate_limit_default="1/minute",
+                             rate_limit_burst=1)
+    with TestClient(create_app(settings)) as c:
+        assert all(c.get("/health").status_code == 200 for _ in range(3))
+
+
+def test_429_is_documented_in_openapi(client: TestClient) -> None:
+    spec = client.get("/openapi.json").json()
+    op = spec["paths"]["/api/v1/asset-classes"]["get"]
+    assert "Retry-After" in op["responses"]["429"]["headers"]
+    assert "X-RateLimit-Remaining" in op["responses"]["429"]["headers"]
