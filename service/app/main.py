@@ -58,7 +58,6 @@ def _init_sentry(settings: Settings) -> bool:
         environment=settings.sentry_environment or settings.environment,
         release=settings.app_release or __version__,
         traces_sample_rate=settings.sentry_traces_sample_rate,
-        send_default_pii=False,
     )
     return True
 

@@ -30,18 +30,31 @@ def test_expired_token_is_401(client: TestClient, settings: Settings) -> None:
 
 
 def test_forged_token_is_401(client: TestClient, settings: Settings) -> None:
-    forged = jwt.encode({"sub": "u", "scopes": ["write"], "iat": int(time.time()),
-                         "exp": int(time.time()) + 600}, "another-key-" * 4, algorithm="HS256")
+    forged = jwt.encode(
+        {"sub": "u", "scopes": ["write"], "iat": int(time.time()), "exp": int(time.time()) + 600},
+        "another-key-" * 4,
+        algorithm="HS256",
+    )
     assert client.post("/api/v1/asset-pools", json=POOL, headers=bearer(forged)).status_code == 401
-    unsigned = jwt.encode({"sub": "u", "scopes": ["write"], "iat": int(time.time()),
-                           "exp": int(time.time()) + 600}, None, algorithm="none")
-    assert client.post("/api/v1/asset-pools", json=POOL, headers=bearer(unsigned)).status_code == 401
-    assert client.post("/api/v1/asset-pools", json=POOL, headers=bearer("garbage")).status_code == 401
+    unsigned = jwt.encode(
+        {"sub": "u", "scopes": ["write"], "iat": int(time.time()), "exp": int(time.time()) + 600},
+        None,
+        algorithm="none",
+    )
+    assert (
+        client.post("/api/v1/asset-pools", json=POOL, headers=bearer(unsigned)).status_code == 401
+    )
+    assert (
+        client.post("/api/v1/asset-pools", json=POOL, headers=bearer("garbage")).status_code == 401
+    )
 
 
 def test_token_without_expiry_is_401(client: TestClient, settings: Settings) -> None:
-    token = jwt.encode({"sub": "u", "scopes": ["write"], "iat": int(time.time())},
-                       settings.secret_key.get_secret_value(), algorithm="HS256")
+    token = jwt.encode(
+        {"sub": "u", "scopes": ["write"], "iat": int(time.time())},
+        settings.secret_key.get_secret_value(),
+        algorithm="HS256",
+    )
     assert client.post("/api/v1/asset-pools", json=POOL, headers=bearer(token)).status_code == 401
 
 

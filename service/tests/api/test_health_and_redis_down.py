@@ -36,8 +36,11 @@ def test_redis_down_keeps_serving_and_health_degrades(
     make_settings: Any, own_redis: RedisServer, fail_open: bool
 ) -> None:
     settings = make_settings(
-        redis_port=own_redis.port, rate_limit_enabled=True, rate_limit_fail_open=fail_open,
-        redis_down_backoff=0.2, redis_retry_count=1,
+        redis_port=own_redis.port,
+        rate_limit_enabled=True,
+        rate_limit_fail_open=fail_open,
+        redis_down_backoff=0.2,
+        redis_retry_count=1,
     )
     with TestClient(create_app(settings), client=("127.0.0.1", 1)) as c:
         token = c.app.state  # noqa: F841 - app built
@@ -85,8 +88,10 @@ def test_cache_bypassed_when_redis_down_without_rate_limit(
         resp = c.post(f"/api/v1/asset-pools/{pool['id']}/cashflows")
         assert resp.status_code == 200
         assert len(resp.json()["cashflows"]) == 120 + resp.json()["assumptions"]["recovery_lag"]
-        assert c.post("/api/v1/analyses", json={"pool_ids": [pool["id"]]},
-                      headers=auth).status_code == 503
+        assert (
+            c.post("/api/v1/analyses", json={"pool_ids": [pool["id"]]}, headers=auth).status_code
+            == 503
+        )
 
 
 def test_database_down_is_503(make_settings: Any, tmp_path: Path) -> None:

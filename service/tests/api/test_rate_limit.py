@@ -12,8 +12,9 @@ from tests.conftest import metric_value, with_peer
 
 
 def test_burst_then_429_then_recovery(make_settings: Any) -> None:
-    settings = make_settings(rate_limit_enabled=True, rate_limit_default="20/second",
-                             rate_limit_burst=5)
+    settings = make_settings(
+        rate_limit_enabled=True, rate_limit_default="20/second", rate_limit_burst=5
+    )
     with TestClient(create_app(settings), client=("127.0.0.1", 1)) as c:
         before = metric_value(c.get("/metrics").text, "rate_limited_requests_total")
         statuses = [c.get("/api/v1/asset-classes") for _ in range(6)]
@@ -41,8 +42,9 @@ def test_default_is_100_per_minute_with_burst_150(make_settings: Any) -> None:
 
 
 def test_buckets_are_per_ip_and_per_token(make_settings: Any) -> None:
-    settings = make_settings(rate_limit_enabled=True, rate_limit_default="1/minute",
-                             rate_limit_burst=1)
+    settings = make_settings(
+        rate_limit_enabled=True, rate_limit_default="1/minute", rate_limit_burst=1
+    )
     app = create_app(settings)
     alice = {"Authorization": "Bearer " + create_token("alice", ["read"], settings=settings)}
     bob = {"Authorization": "Bearer " + create_token("bob", ["read"], settings=settings)}
@@ -57,8 +59,12 @@ def test_buckets_are_per_ip_and_per_token(make_settings: Any) -> None:
 
 
 def test_forwarded_for_is_trusted_only_from_the_proxy(make_settings: Any) -> None:
-    settings = make_settings(rate_limit_enabled=True, rate_limit_default="1/minute",
-                             rate_limit_burst=1, trusted_proxies="127.0.0.1")
+    settings = make_settings(
+        rate_limit_enabled=True,
+        rate_limit_default="1/minute",
+        rate_limit_burst=1,
+        trusted_proxies="127.0.0.1",
+    )
     app = create_app(settings)
     with TestClient(with_peer(app)) as c:
 
@@ -89,8 +95,9 @@ def test_client_ip_resolution() -> None:
 
 
 def test_health_and_metrics_are_not_limited(make_settings: Any) -> None:
-    settings = make_settings(rate_limit_enabled=True, rate_limit_default="1/minute",
-                             rate_limit_burst=1)
+    settings = make_settings(
+        rate_limit_enabled=True, rate_limit_default="1/minute", rate_limit_burst=1
+    )
     with TestClient(create_app(settings)) as c:
         assert all(c.get("/health").status_code == 200 for _ in range(3))
 

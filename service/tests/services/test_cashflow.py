@@ -57,7 +57,9 @@ def test_hand_computed_two_month_pool() -> None:
     assert s["weighted_average_life"] == pytest.approx(wal)
 
 
-def loop_reference(balance: float, wac: float, wam: int, fee: float, a: Assumptions) -> list[list[float]]:
+def loop_reference(
+    balance: float, wac: float, wam: int, fee: float, a: Assumptions
+) -> list[list[float]]:
     """Straight month-by-month loop of the issue's formulas, to check the vectorized engine."""
     s, mdr, r = smm(a.cpr), smm(a.cdr), wac / 12
     rows = []
@@ -90,8 +92,15 @@ def test_vectorized_engine_matches_month_by_month_loop(
 ) -> None:
     t = project(balance, wac, wam, fee, a).table
     ref = loop_reference(balance, wac, wam, fee, a)
-    cols = ["beginning_balance", "defaults", "scheduled_principal", "prepayment", "interest",
-            "servicing_fee", "ending_balance"]
+    cols = [
+        "beginning_balance",
+        "defaults",
+        "scheduled_principal",
+        "prepayment",
+        "interest",
+        "servicing_fee",
+        "ending_balance",
+    ]
     for i, row in enumerate(ref):
         for j, name in enumerate(cols):
             assert t[i, COL[name]] == pytest.approx(row[j], rel=1e-9, abs=1e-6 * balance), (i, name)
@@ -100,7 +109,9 @@ def test_vectorized_engine_matches_month_by_month_loop(
 def test_balance_is_conserved() -> None:
     a = Assumptions(0.1, 0.04, 0.5, 6, 200)
     s = project(2_000_000, 0.07, 300, 0.0, a).summary
-    assert s["total_principal"] + s["total_defaults"] + s["ending_balance"] == pytest.approx(2_000_000)
+    assert s["total_principal"] + s["total_defaults"] + s["ending_balance"] == pytest.approx(
+        2_000_000
+    )
     assert s["total_losses"] + s["total_recoveries"] == pytest.approx(s["total_defaults"])
     assert s["ending_balance"] > 0  # 200 of 300 months projected
 

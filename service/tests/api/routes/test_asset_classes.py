@@ -28,7 +28,10 @@ def test_page_beyond_the_end_is_empty(client: TestClient) -> None:
 def test_page_parameters_are_validated(client: TestClient) -> None:
     resp = client.get("/api/v1/asset-classes?page=0&size=101")
     assert resp.status_code == 422
-    assert {tuple(e["loc"]) for e in resp.json()["detail"]} == {("query", "page"), ("query", "size")}
+    assert {tuple(e["loc"]) for e in resp.json()["detail"]} == {
+        ("query", "page"),
+        ("query", "size"),
+    }
 
 
 def test_one_asset_class_with_reference_data(client: TestClient) -> None:

@@ -17,9 +17,7 @@ def test_create_get_list_update_delete(
     listed = client.get("/api/v1/asset-pools").json()
     assert listed["total"] == 1
     assert listed["items"][0]["id"] == pool["id"]
-    changed = client.patch(
-        f"/api/v1/asset-pools/{pool['id']}", json={"wac": 0.055}, headers=auth
-    )
+    changed = client.patch(f"/api/v1/asset-pools/{pool['id']}", json={"wac": 0.055}, headers=auth)
     assert changed.status_code == 200
     assert changed.json()["wac"] == 0.055
     assert changed.json()["version"] == 2
@@ -47,7 +45,9 @@ def test_term_bounds(client: TestClient, auth: dict[str, str]) -> None:
 
 
 def test_unknown_asset_class_is_422_on_that_field(client: TestClient, auth: dict[str, str]) -> None:
-    resp = client.post("/api/v1/asset-pools", json={**POOL, "asset_class_code": "ZZZ"}, headers=auth)
+    resp = client.post(
+        "/api/v1/asset-pools", json={**POOL, "asset_class_code": "ZZZ"}, headers=auth
+    )
     assert resp.status_code == 422
     assert resp.json()["detail"][0]["loc"] == ["body", "asset_class_code"]
 

@@ -18,9 +18,13 @@ def test_projection_uses_asset_class_defaults(client: TestClient, pool: dict[str
     body = client.post(url(pool)).json()
     rmbs = client.get("/api/v1/asset-classes/RMBS").json()
     a = body["assumptions"]
-    assert a == {"cpr": rmbs["default_cpr"], "cdr": rmbs["default_cdr"],
-                 "severity": rmbs["loss_severity"], "recovery_lag": rmbs["recovery_lag_months"],
-                 "months": 360}
+    assert a == {
+        "cpr": rmbs["default_cpr"],
+        "cdr": rmbs["default_cdr"],
+        "severity": rmbs["loss_severity"],
+        "recovery_lag": rmbs["recovery_lag_months"],
+        "months": 360,
+    }
     assert len(body["cashflows"]) == 360 + rmbs["recovery_lag_months"]
     expected = project(1_000_000, 0.06, 360, 0.0025, Assumptions(**a)).summary
     assert body["summary"] == pytest.approx(expected)
@@ -58,13 +62,17 @@ def test_second_call_is_a_cache_hit_and_metrics_show_it(
     assert second.headers["x-cache"] == "HIT"
     assert second.json() == first.json()
     hits = metric_value(after, "cache_hits_total", cache="cashflow") - metric_value(
-        before, "cache_hits_total", cache="cashflow")
+        before, "cache_hits_total", cache="cashflow"
+    )
     misses = metric_value(after, "cache_misses_total", cache="cashflow") - metric_value(
-        before, "cache_misses_total", cache="cashflow")
+        before, "cache_misses_total", cache="cashflow"
+    )
     assert (hits, misses) == (1, 1)
 
 
-def test_same_assumptions_spelled_out_share_the_entry(client: TestClient, pool: dict[str, Any]) -> None:
+def test_same_assumptions_spelled_out_share_the_entry(
+    client: TestClient, pool: dict[str, Any]
+) -> None:
     implicit = client.post(url(pool))
     explicit = client.post(url(pool), json=implicit.json()["assumptions"])
     assert explicit.headers["x-cache"] == "HIT"
@@ -74,8 +82,9 @@ def test_ttl_follows_data_tier(
     client: TestClient, auth: dict[str, str], pool: dict[str, Any], redis_client: redis.Redis
 ) -> None:
     client.post(url(pool))  # RMBS: stable
-    auto = client.post("/api/v1/asset-pools", json={**POOL, "asset_class_code": "AUTO"},
-                       headers=auth).json()
+    auto = client.post(
+        "/api/v1/asset-pools", json={**POOL, "asset_class_code": "AUTO"}, headers=auth
+    ).json()
     client.post(url(auto))  # AUTO: dynamic
     stable = [k for k in redis_client.keys(f"cf:{pool['id']}:v*")]
     dynamic = [k for k in redis_client.keys(f"cf:{auto['id']}:v*")]
@@ -89,7 +98,9 @@ def test_a_pool_change_invalidates_its_entries(
     client.post(url(pool))
     client.post(url(pool), json={"cpr": 0.2})
     assert len(redis_client.keys(f"cf:{pool['id']}:v1:*")) == 2
-    client.patch(f"/api/v1/asset-pools/{pool['id']}", json={"current_balance": 500_000}, headers=auth)
+    client.patch(
+        f"/api/v1/asset-pools/{pool['id']}", json={"current_balance": 500_000}, headers=auth
+    )
     assert redis_client.keys(f"cf:{pool['id']}:*") == []
     again = client.post(url(pool))
     assert again.headers["x-cache"] == "MISS"

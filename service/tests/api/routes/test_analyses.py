@@ -1,0 +1,66 @@
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from app.main import create_app
+from app.services.cashflow import Assumptions, project
+from tests.conftest import POOL
+
+
+def wait_done(client: TestClient, url: str) -> dict[str, Any]:
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        body: dict[str, Any] = client.get(url).json()
+        if body["status"] in ("done", "failed"):
+            return body
+        time.sleep(0.02)
+    raise AssertionError("job did not finish")
+
+
+def test_background_analysis_of_many_pools(
+    make_settings: Any, client: TestClient, auth: dict[str, str]
+) -> None:
+    ids = [
+        client.post(
+            "/api/v1/asset-pools", json={**POOL, "current_balance": 1000.0 * (i + 1)}, headers=auth
+        ).json()["id"]
+        for i in range(250)
+    ]
+    resp = client.post(
+        "/api/v1/analyses",
+        json={"pool_ids": [*ids, 99999], "assumptions": {"cpr": 0.1}},
+        headers=auth,
+    )
+    assert resp.status_code == 202
+    accepted = resp.json()
+    assert resp.headers["location"] == accepted["status_url"]
+    body = wait_done(client, accepted["status_url"])
+    assert body["status"] == "done"
+    assert body["completed"] == body["total"] == 251
+    result = body["result"]
+    assert result["missing_pool_ids"] == [99999]
+    assert len(result["pools"]) == 250
+    rmbs = client.get("/api/v1/asset-classes/RMBS").json()
+    a = Assumptions(
+        0.1, rmbs["default_cdr"], rmbs["loss_severity"], rmbs["recovery_lag_months"], 360
+    )
+    one = project(1000.0, 0.06, 360, 0.0025, a).summary
+    assert result["portfolio"]["total_principal"] == pytest.approx(
+        one["total_principal"] * sum(range(1, 251))
+    )
+    # Another worker (another app, same Redis) answers the same status URL.
+    with TestClient(create_app(make_settings())) as other:
+        assert other.get(accepted["status_url"]).json()["status"] == "done"
+
+
+def test_analysis_needs_a_token_and_valid_body(client: TestClient, auth: dict[str, str]) -> None:
+    assert client.post("/api/v1/analyses", json={"pool_ids": [1]}).status_code == 401
+    assert client.post("/api/v1/analyses", json={"pool_ids": []}, headers=auth).status_code == 422
+
+
+def test_unknown_job_is_404(client: TestClient) -> None:
+    assert client.get("/api/v1/analyses/nope").status_code == 404

@@ -1,0 +1,112 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from app.core.config import SettingsError, get_settings, load_settings, parse_rate
+
+GOOD_SECRET = "k" * 48
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.chdir(tmp_path)  # no stray .env
+    for name in ("ENVIRONMENT", "SECRET_KEY", "REDIS_PORT", "DATABASE_URL", "ALLOWED_HOSTS"):
+        monkeypatch.delenv(name, raising=False)
+    get_settings.cache_clear()
+
+
+def test_defaults_are_development_safe() -> None:
+    s = load_settings()
+    assert s.environment == "development"
+    assert s.rate_limit == (100, 60)
+    assert s.rate_limit_burst == 150
+    assert s.cache_ttl_stable == 86400
+    assert s.database_url.startswith("sqlite")
+
+
+def test_reads_environment_and_dotenv(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    (tmp_path / ".env").write_text(
+        "REDIS_PORT=6390\nCORS_ORIGINS=https://a.example,https://b.example\n"
+    )
+    monkeypatch.setenv("ALLOWED_HOSTS", '["api.example", "localhost"]')
+    s = load_settings()
+    assert s.redis_port == 6390
+    assert s.cors_origins == ["https://a.example", "https://b.example"]
+    assert s.allowed_hosts == ["api.example", "localhost"]
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("REDIS_PORT", "70000"),
+        ("REDIS_PORT", "abc"),
+        ("LOG_LEVEL", "LOUD"),
+        ("RATE_LIMIT_DEFAULT", "lots"),
+        ("CACHE_TTL", "0"),
+        ("SENTRY_TRACES_SAMPLE_RATE", "2"),
+        ("TRUSTED_PROXIES", "not-an-ip"),
+        ("DATABASE_URL", "::nonsense::"),
+        ("ENVIRONMENT", "moon"),
+        ("REDIS_SSL", "maybe"),
+    ],
+)
+def test_invalid_value_names_the_variable(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str
+) -> None:
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(SettingsError, match=f"^Invalid configuration: {variable}:"):
+        load_settings()
+
+
+@pytest.mark.parametrize("secret", [None, "change-me", "changeme", "", "short-but-real"])
+def test_production_refuses_missing_or_placeholder_secret(
+    monkeypatch: pytest.MonkeyPatch, secret: str | None
+) -> None:
+    monkeypatch.setenv("ENVIRONMENT", "production")
+    if secret is not None:
+        monkeypatch.setenv("SECRET_KEY", secret)
+    with pytest.raises(SettingsError, match="SECRET_KEY") as info:
+        load_settings()
+    assert secret is None or not secret or secret not in str(info.value)  # never echoed
+
+
+def test_production_accepts_a_real_secret(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ENVIRONMENT", "production")
+    monkeypatch.setenv("SECRET_KEY", GOOD_SECRET)
+    assert load_settings().is_production
+
+
+def test_pool_size_cannot_exceed_max_connections() -> None:
+    with pytest.raises(SettingsError, match="REDIS_CONNECTION_POOL_SIZE"):
+        load_settings(redis_connection_pool_size=20, redis_max_connections=10)
+
+
+def test_get_settings_is_cached() -> None:
+    assert get_settings() is get_settings()
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [("100/minute", (100, 60)), ("5/s", (5, 1)), (" 7 / hour", (7, 3600))],
+)
+def test_parse_rate(text: str, expected: tuple[int, int]) -> None:
+    assert parse_rate(text) == expected
+
+
+def test_app_refuses_to_start_with_bad_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    import subprocess
+    import sys
+
+    env = {"PATH": "/usr/bin:/bin", "ENVIRONMENT": "production", "SECRET_KEY": "change-me"}
+    proc = subprocess.run(
+        [sys.executable, "-c", "import app.main; app.main.app"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=Path(__file__).resolve().parents[2],
+    )
+    assert proc.returncode != 0
+    assert "Invalid configuration: SECRET_KEY is missing or a placeholder" in proc.stderr

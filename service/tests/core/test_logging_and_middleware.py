@@ -1,0 +1,163 @@
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import logging.config
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from app.core.logging import JsonFormatter, request_id_var
+from app.core.middleware import RequestContextMiddleware
+from app.main import create_app
+from tests.conftest import metric_value
+
+SERVICE = Path(__file__).resolve().parents[2]
+
+
+def test_json_formatter_carries_request_id_and_extras() -> None:
+    record = logging.LogRecord("app.api", logging.INFO, __file__, 1, "hello %s", ("x",), None)
+    record.pool_id = 7
+    token = request_id_var.set("req-1")
+    try:
+        line = JsonFormatter().format(record)
+    finally:
+        request_id_var.reset(token)
+    data = json.loads(line)
+    assert data["message"] == "hello x"
+    assert data["request_id"] == "req-1"
+    assert data["pool_id"] == 7
+    assert data["logger"] == "app.api"
+    assert "\n" not in line
+
+
+def test_request_id_is_taken_from_header_or_made(client: TestClient) -> None:
+    given = client.get("/health", headers={"X-Request-ID": "abc-123"})
+    assert given.headers["x-request-id"] == "abc-123"
+    made = client.get("/health")
+    assert len(made.headers["x-request-id"]) == 32
+    hostile = client.get("/health", headers={"X-Request-ID": "bad id\twith spaces"})
+    assert hostile.headers["x-request-id"] != "bad id\twith spaces"
+
+
+def test_access_log_line_has_request_id(
+    make_settings: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with TestClient(create_app(make_settings(log_level="INFO"))) as c:
+        c.get("/api/v1/asset-classes/RMBS", headers={"X-Request-ID": "trace-42"})
+    lines = [json.loads(x) for x in capsys.readouterr().err.splitlines() if x.startswith("{")]
+    access = [
+        x for x in lines if x.get("message") == "request" and x.get("request_id") == "trace-42"
+    ]
+    assert access
+    assert access[0]["route"] == "/api/v1/asset-classes/{code}"
+    assert access[0]["status"] == 200
+
+
+def test_logging_conf_writes_json_to_a_watched_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    log_file = tmp_path / "app.log"
+    monkeypatch.setenv("APP_LOG_FILE", str(log_file))
+    logging.config.fileConfig(SERVICE / "logging.conf", disable_existing_loggers=False)
+    try:
+        handler = logging.getLogger("app").handlers[0]
+        assert isinstance(handler, logging.handlers.WatchedFileHandler)
+        logging.getLogger("app.services").info("before rotation")
+        log_file.rename(tmp_path / "app.log.1")  # what logrotate does (create mode)
+        logging.getLogger("app.api").info("after rotation")
+        handler.flush()
+        assert json.loads((tmp_path / "app.log.1").read_text())["message"] == "before rotation"
+        assert json.loads(log_file.read_text())["message"] == "after rotation"
+    finally:
+        for h in logging.getLogger("app").handlers:
+            h.close()
+        logging.getLogger("app").handlers.clear()
+        logging.getLogger("app").propagate = True
+
+
+def test_metrics_count_requests_by_route_and_status(client: TestClient) -> None:
+    before = client.get("/metrics").text
+    client.get("/api/v1/asset-classes/RMBS")
+    client.get("/api/v1/asset-classes/NOPE")
+    after = client.get("/metrics").text
+    route = "/api/v1/asset-classes/{code}"
+    for status in ("200", "404"):
+        delta = metric_value(
+            after, "http_requests_total", route=route, status=status
+        ) - metric_value(before, "http_requests_total", route=route, status=status)
+        assert delta == 1
+    hist = metric_value(
+        after, "http_request_duration_seconds_count", route=route, status="200"
+    ) - metric_value(before, "http_request_duration_seconds_count", route=route, status="200")
+    assert hist == 1
+
+
+def test_metrics_off_when_disabled(make_settings: Any) -> None:
+    with TestClient(create_app(make_settings(enable_prometheus=False))) as c:
+        assert c.get("/metrics").status_code == 404
+
+
+def test_trusted_hosts_and_cors(make_settings: Any) -> None:
+    settings = make_settings(allowed_hosts="api.example", cors_origins="https://ui.example")
+    with TestClient(create_app(settings), base_url="http://api.example") as c:
+        assert c.get("/health").status_code == 200
+        assert c.get("/health", headers={"Host": "evil.example"}).status_code == 400
+        pre = c.options(
+            "/api/v1/asset-classes",
+            headers={"Origin": "https://ui.example", "Access-Control-Request-Method": "GET"},
+        )
+        assert pre.headers["access-control-allow-origin"] == "https://ui.example"
+        other = c.options(
+            "/api/v1/asset-classes",
+            headers={"Origin": "https://evil.example", "Access-Control-Request-Method": "GET"},
+        )
+        assert "access-control-allow-origin" not in other.headers
+
+
+def _run(app: Any, timeout: float) -> list[dict[str, Any]]:
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b""}
+
+    async def send(message: Any) -> None:
+        sent.append(message)
+
+    scope = {"type": "http", "method": "GET", "path": "/slow", "headers": []}
+    asyncio.run(RequestContextMiddleware(app, timeout=timeout, metrics=True)(scope, receive, send))
+    return sent
+
+
+def test_request_timeout_answers_504() -> None:
+    async def slow(scope: Any, receive: Any, send: Any) -> None:
+        await asyncio.sleep(5)
+
+    sent = _run(slow, 0.05)
+    assert sent[0]["status"] == 504
+
+
+def test_unhandled_error_answers_json_500_with_request_id() -> None:
+    async def broken(scope: Any, receive: Any, send: Any) -> None:
+        raise RuntimeError("boom")
+
+    sent = _run(broken, 5)
+    assert sent[0]["status"] == 500
+    body = json.loads(sent[1]["body"])
+    assert body["detail"] == "Internal Server Error"
+    assert (b"x-request-id", body["request_id"].encode()) in sent[0]["headers"]
+
+
+def test_sentry_starts_only_with_flag_and_dsn(make_settings: Any) -> None:
+    assert create_app(make_settings(enable_sentry=True)).state.sentry is False
+    assert (
+        create_app(make_settings(sentry_dsn="https://k@o0.ingest.invalid/1")).state.sentry is False
+    )
+    app = create_app(make_settings(enable_sentry=True, sentry_dsn="https://k@o0.ingest.invalid/1"))
+    assert app.state.sentry is True
+    import sentry_sdk
+
+    sentry_sdk.init(dsn=None)  # switch it off again for the other tests

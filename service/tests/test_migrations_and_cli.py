@@ -1,0 +1,148 @@
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import jwt
+import pytest
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import create_engine, inspect, text
+
+from tests.conftest import SECRET
+
+SERVICE = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+POSTGRES_URL = os.environ.get(
+    "TEST_POSTGRES_URL", "postgresql+psycopg://asset_test:asset_test@127.0.0.1:5432/asset_test"
+)
+
+
+def alembic_cfg(url: str) -> Config:
+    cfg = Config(str(SERVICE / "alembic.ini"))
+    cfg.set_main_option("sqlalchemy.url", url)
+    return cfg
+
+
+def check_schema(url: str) -> None:
+    engine = create_engine(url)
+    try:
+        insp = inspect(engine)
+        assert {"asset_classes", "asset_pools", "alembic_version"} <= set(insp.get_table_names())
+        with engine.connect() as conn:
+            codes = (
+                conn.execute(text("SELECT code FROM asset_classes ORDER BY code")).scalars().all()
+            )
+        assert codes == ["AUTO", "CARD", "CLO", "CONSUMER", "CRE", "EQUIPMENT", "RMBS", "STUDENT"]
+    finally:
+        engine.dispose()
+
+
+def roundtrip(url: str) -> None:
+    cfg = alembic_cfg(url)
+    command.upgrade(cfg, "head")
+    check_schema(url)
+    command.downgrade(cfg, "base")
+    engine = create_engine(url)
+    assert "asset_pools" not in inspect(engine).get_table_names()
+    engine.dispose()
+    command.upgrade(cfg, "head")
+    check_schema(url)
+
+
+def test_migrations_sqlite(tmp_path: Path) -> None:
+    roundtrip(f"sqlite:///{tmp_path}/m.db")
+
+
+def test_migrations_postgresql() -> None:
+    engine = create_engine(POSTGRES_URL)
+    with engine.begin() as conn:
+        conn.execute(text("DROP SCHEMA public CASCADE"))
+        conn.execute(text("CREATE SCHEMA public"))
+    engine.dispose()
+    roundtrip(POSTGRES_URL)
+
+
+def run(cmd: list[str], **env: str) -> subprocess.CompletedProcess[str]:
+    full = {"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/root"), **env}
+    return subprocess.run(cmd, env=full, capture_output=True, text=True, check=False, cwd="/")
+
+
+def test_migrate_console_script_uses_settings_url(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/cli.db"
+    proc = run([str(BIN / "asset-classes-migrate")], DATABASE_URL=url)
+    assert proc.returncode == 0, proc.stderr
+    check_schema(url)
+
+
+def test_migrate_refuses_bad_settings() -> None:
+    proc = run([str(BIN / "asset-classes-migrate")], REDIS_PORT="x")
+    assert proc.returncode == 2
+    assert "REDIS_PORT" in proc.stderr
+
+
+def test_token_console_script_mints_a_verifiable_jwt() -> None:
+    proc = run(
+        [
+            str(BIN / "asset-classes-token"),
+            "healthcheck",
+            "--scope",
+            "read",
+            "--scope",
+            "admin",
+            "--ttl",
+            "120",
+        ],
+        SECRET_KEY=SECRET,
+    )
+    assert proc.returncode == 0, proc.stderr
+    claims = jwt.decode(proc.stdout.strip(), SECRET, algorithms=["HS256"])
+    assert claims["sub"] == "healthcheck"
+    assert claims["scopes"] == ["admin", "read"]
+    assert claims["exp"] - claims["iat"] == 120
+
+
+def test_wheel_carries_migrations_and_data(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(tmp_path),
+            str(SERVICE),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    import zipfile
+
+    (wheel,) = tmp_path.glob("asset_classes_api-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    for needed in (
+        "app/migrations/env.py",
+        "app/migrations/versions/0001_initial.py",
+        "app/migrations/script.py.mako",
+        "app/migrations/alembic.ini",
+        "app/data/asset_classes.json",
+        "app/py.typed",
+    ):
+        assert needed in names
+    entry = next(n for n in names if n.endswith("entry_points.txt"))
+    text_ = zipfile.ZipFile(wheel).read(entry).decode()
+    assert "asset-classes-migrate = app.cli:migrate" in text_
+    assert "asset-classes-token = app.cli:mint_token" in text_
+
+
+@pytest.mark.parametrize("ttl", ["0", "-5"])
+def test_token_rejects_non_positive_ttl(ttl: str) -> None:
+    proc = run([str(BIN / "asset-classes-token"), "x", "--ttl", ttl], SECRET_KEY=SECRET)
+    assert proc.returncode != 0
