@@ -55,7 +55,7 @@ class RateLimitMiddleware:
         self.burst = settings.rate_limit_burst
         self.rate = self.limit / self.period
         self.trusted = parse_networks(tuple(settings.trusted_proxies))
-        self.script = redis.client.register_script(BUCKET_SCRIPT)
+        self.script = redis.register_script(BUCKET_SCRIPT)
 
     def _identity(self, scope: Scope) -> str:
         for key, value in scope.get("headers", ()):
@@ -79,7 +79,9 @@ class RateLimitMiddleware:
             await self._unavailable(scope, receive, send)
             return
         try:
-            result = await self.script(keys=[key], args=[self.burst, self.rate])
+            result = await self.script(
+                keys=[key], args=[self.burst, self.rate], client=self.redis.client
+            )
             allowed, remaining = bool(int(result[0])), float(result[1])
         except REDIS_ERRORS as exc:
             self.redis.mark_down(exc)

@@ -7,11 +7,13 @@ connect timeout on every request. /health always tries a real PING, which closes
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.commands.core import AsyncScript
 from redis.asyncio.retry import Retry
 from redis.backoff import ConstantBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -48,9 +50,26 @@ class RedisManager:
         }
         if settings.redis_ssl:
             pool_kwargs["connection_class"] = aioredis.SSLConnection
+        self._pool_kwargs = pool_kwargs
+        self._loop: asyncio.AbstractEventLoop | None = None
         self.pool = aioredis.BlockingConnectionPool(**pool_kwargs)
-        self.client: aioredis.Redis = aioredis.Redis(connection_pool=self.pool)
+        self._client: aioredis.Redis = aioredis.Redis(connection_pool=self.pool)
         self._down_until = 0.0
+
+    @property
+    def client(self) -> aioredis.Redis:
+        """The worker's client. Connections belong to one event loop: a worker has exactly one,
+        but test clients may run each request in a fresh loop, so a new loop gets a new pool."""
+        loop = asyncio.get_running_loop()
+        if loop is not self._loop:
+            if self._loop is not None:
+                self.pool = aioredis.BlockingConnectionPool(**self._pool_kwargs)
+                self._client = aioredis.Redis(connection_pool=self.pool)
+            self._loop = loop
+        return self._client
+
+    def register_script(self, source: str) -> AsyncScript:
+        return self._client.register_script(source)
 
     @property
     def available(self) -> bool:
@@ -77,6 +96,7 @@ class RedisManager:
 
     async def warm_up(self) -> None:
         """Open REDIS_CONNECTION_POOL_SIZE connections now rather than on the first requests."""
+        self.client  # noqa: B018 - binds the pool to the running loop
         conns = []
         try:
             for _ in range(self.settings.redis_connection_pool_size):
@@ -89,5 +109,6 @@ class RedisManager:
                 await self.pool.release(conn)
 
     async def close(self) -> None:
-        await self.client.aclose()
-        await self.pool.disconnect()
+        if self._loop is asyncio.get_running_loop():
+            await self._client.aclose()
+            await self.pool.disconnect()

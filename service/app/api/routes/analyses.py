@@ -1,9 +1,9 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, Request, Response, status
+from fastapi import APIRouter, HTTPException, Path, Request, Response, status
 
 from app.api.deps import AUTH_RESPONSES, JobsDep, RedisDep, ReferenceDep, SessionsDep, WriteToken
 from app.core.redis import REDIS_ERRORS
@@ -55,7 +55,9 @@ async def start_analysis(
     responses={404: {"description": "Unknown or expired job"}, **UNAVAILABLE},
     summary="Status (and result when done) of an analysis",
 )
-async def analysis_status(job_id: str, jobs: JobsDep, redis: RedisDep) -> AnalysisStatus:
+async def analysis_status(
+    job_id: Annotated[str, Path(max_length=64)], jobs: JobsDep, redis: RedisDep
+) -> AnalysisStatus:
     try:
         state = await jobs.get(job_id)
     except REDIS_ERRORS as exc:

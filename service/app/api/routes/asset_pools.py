@@ -2,9 +2,9 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, Request, Response, status
+from fastapi import APIRouter, HTTPException, Path, Request, Response, status
 from fastapi.exceptions import RequestValidationError
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -34,6 +34,7 @@ from app.services.projections import load_pool, render, resolve
 
 logger = logging.getLogger("app.api")
 router = APIRouter(prefix="/api/v1/asset-pools", tags=["asset-pools"])
+PoolId = Annotated[int, Path(ge=1, le=2**31 - 1, description="Pool id")]
 NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"description": "No such pool"}}
 
 
@@ -107,7 +108,7 @@ def list_pools(
 
 
 @router.get("/{pool_id}", response_model=AssetPoolOut, responses=NOT_FOUND, summary="One pool")
-def get_pool(pool_id: int, sessions: SessionsDep) -> AssetPoolOut:
+def get_pool(pool_id: PoolId, sessions: SessionsDep) -> AssetPoolOut:
     with sessions() as session:
         return _out(_get(session, pool_id))
 
@@ -119,7 +120,7 @@ def get_pool(pool_id: int, sessions: SessionsDep) -> AssetPoolOut:
     responses={**NOT_FOUND, **AUTH_RESPONSES, 409: {"description": "Concurrent change"}},
 )
 async def update_pool(
-    pool_id: int, body: AssetPoolUpdate, sessions: SessionsDep, cache: CacheDep, _t: WriteToken
+    pool_id: PoolId, body: AssetPoolUpdate, sessions: SessionsDep, cache: CacheDep, _t: WriteToken
 ) -> AssetPoolOut:
     changes = body.model_dump(exclude_unset=True)
     if any(v is None for v in changes.values()):
@@ -157,7 +158,7 @@ async def update_pool(
     responses={**NOT_FOUND, **AUTH_RESPONSES},
 )
 async def delete_pool(
-    pool_id: int, sessions: SessionsDep, cache: CacheDep, _t: WriteToken
+    pool_id: PoolId, sessions: SessionsDep, cache: CacheDep, _t: WriteToken
 ) -> Response:
     def work() -> None:
         with sessions() as session:
@@ -186,7 +187,7 @@ async def delete_pool(
     summary="Project monthly cashflows (cached in Redis)",
 )
 async def project_cashflows(
-    pool_id: int,
+    pool_id: PoolId,
     sessions: SessionsDep,
     reference: ReferenceDep,
     cache: CacheDep,
