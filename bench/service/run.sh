@@ -41,6 +41,7 @@ export SECRET_KEY
 export DATABASE_URL="sqlite:///${WORK}/bench.db" REDIS_HOST=127.0.0.1 REDIS_PORT
 export LOG_CONFIG="${SERVICE}/logging.conf" APP_LOG_FILE="${WORK}/app.log"
 export GUNICORN_BIND="127.0.0.1:${APP_PORT}" GUNICORN_WORKERS="${WORKERS}"
+export GUNICORN_MAX_REQUESTS="${GUNICORN_MAX_REQUESTS:-0}"  # see README: recycling every 1000 requests at 2k req/s restarts a worker every second
 export GUNICORN_ACCESSLOG="${WORK}/access.log" GUNICORN_ERRORLOG="${WORK}/error.log"
 export PROMETHEUS_MULTIPROC_DIR="${WORK}/prom"
 BASE="http://127.0.0.1:${APP_PORT}"
