@@ -1,0 +1,127 @@
+"""Behaviour of the server baseline on a converged host."""
+
+import os
+
+import pytest
+import testinfra
+
+
+def test_admin_user_can_sudo_without_password(host):
+    result = host.run("runuser -u opsadmin -- sudo -n true")
+    assert result.rc == 0, result.stderr
+
+
+def test_user_outside_admin_group_cannot_sudo(host):
+    host.run("id nobodyadmin || useradd --no-create-home nobodyadmin")
+    result = host.run("runuser -u nobodyadmin -- sudo -n true")
+    assert result.rc != 0
+
+
+def test_admin_key_is_the_only_authorized_key(host):
+    keys = host.file("/home/opsadmin/.ssh/authorized_keys")
+    assert keys.mode == 0o600
+    assert keys.user == "opsadmin"
+    assert keys.content_string.strip().splitlines() == [
+        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBpRmEBq3HF1JgLnxw1ewpO1pH4XQMKPZrHXwhKzm8o5 molecule@testbed"
+    ]
+
+
+def test_sudoers_dropin_is_valid_and_private(host):
+    dropin = host.file("/etc/sudoers.d/10-server-admins")
+    assert dropin.mode == 0o440
+    assert host.run("visudo -c").rc == 0
+
+
+def effective_sshd(host):
+    out = host.check_output("sshd -T -C user=opsadmin,host=client,addr=192.0.2.10")
+    return dict(line.split(" ", 1) for line in out.splitlines() if " " in line)
+
+
+def test_sshd_refuses_passwords_and_root_logins(host):
+    config = effective_sshd(host)
+    assert config["passwordauthentication"] == "no"
+    assert config["kbdinteractiveauthentication"] == "no"
+    assert config["permitrootlogin"] == "no"
+    assert config["allowgroups"] == "admins"
+
+
+def test_hardening_wins_over_a_later_dropin(host):
+    # cloud-init writes 50-cloud-init.conf with PasswordAuthentication yes; ours must still win.
+    host.run("echo 'PasswordAuthentication yes' > /etc/ssh/sshd_config.d/50-cloud-init.conf")
+    try:
+        assert effective_sshd(host)["passwordauthentication"] == "no"
+    finally:
+        host.run("rm -f /etc/ssh/sshd_config.d/50-cloud-init.conf")
+
+
+def test_sshd_is_listening(host):
+    assert host.service("ssh").is_running
+    assert host.socket("tcp://0.0.0.0:22").is_listening
+
+
+def ruleset(host):
+    return host.check_output("nft list table inet server_firewall")
+
+
+def test_firewall_drops_by_default_and_accepts_ssh_first(host):
+    rules = ruleset(host)
+    assert "policy drop" in rules
+    input_chain = rules.split("chain input", 1)[1]
+    first_rule = [line.strip() for line in input_chain.splitlines() if line.strip() and "type filter" not in line][1]
+    assert first_rule == "tcp dport 22 accept"
+    assert "tcp dport { 80, 443 } accept" in rules
+
+
+def _testbed_host(name):
+    inventory = os.environ["MOLECULE_INVENTORY_FILE"]
+    return testinfra.get_host(f"ansible://{name}?ansible_inventory={inventory}")
+
+
+def _can_connect(client, address, port):
+    probe = (f"import socket; s = socket.create_connection(('{address}', {port}), timeout=2); s.close()")
+    return client.run(f"python3 -c \"{probe}\"").rc == 0
+
+
+def test_internal_ports_open_only_to_their_tier():
+    # server-debian12 is in group app (may reach 6379); server-debian13 in monitoring (may reach 9100).
+    app, monitoring = _testbed_host("server-debian12"), _testbed_host("server-debian13")
+    app_ip = app.check_output("hostname -I").split()[0]
+    app.run("systemd-run --unit=probe-6379 python3 -m http.server 6379")
+    app.run("systemd-run --unit=probe-9100 python3 -m http.server 9100")
+    app.run("systemd-run --unit=probe-8080 python3 -m http.server 8080")
+    try:
+        assert _can_connect(monitoring, app_ip, 9100), "monitoring host must reach port 9100"
+        assert not _can_connect(monitoring, app_ip, 6379), "only the app tier may reach port 6379"
+        assert not _can_connect(monitoring, app_ip, 8080), "a port nobody opened must be dropped"
+        assert _can_connect(app, app_ip, 6379)
+    finally:
+        app.run("systemctl stop probe-6379 probe-9100 probe-8080")
+
+
+def test_other_tables_survive_a_reload(host):
+    host.run("nft add table inet othertool && nft add chain inet othertool keep")
+    try:
+        assert host.run("nft -f /etc/nftables.conf").rc == 0
+        assert host.run("nft list table inet othertool").rc == 0
+    finally:
+        host.run("nft delete table inet othertool")
+
+
+def test_journal_is_persistent(host):
+    assert host.file("/var/log/journal").is_directory
+    host.run("systemctl restart systemd-journald")
+    assert host.run("journalctl --header | grep -q '/var/log/journal'").rc == 0
+
+
+@pytest.mark.parametrize("path", ["/etc/sysctl.d/60-server.conf", "/etc/security/limits.d/60-server.conf"])
+def test_limits_and_sysctl_files(host, path):
+    assert host.file(path).exists
+
+
+def test_systemd_default_nofile_limit(host):
+    assert host.check_output("systemctl show --property DefaultLimitNOFILE") == "DefaultLimitNOFILE=65536"
+
+
+def test_unattended_upgrades_enabled(host):
+    assert 'Unattended-Upgrade "1"' in host.file("/etc/apt/apt.conf.d/20auto-upgrades").content_string
+    assert host.run("unattended-upgrade --dry-run -v 2>&1 | grep -q 'Allowed origins'").rc == 0

@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# Every test of the project, in stages; `make test` runs it after `make setup`.
+#   scripts/test.sh                 all stages
+#   scripts/test.sh lint toolkit    only the named stages (lint, toolkit, service, molecule)
+# Every stage runs even when an earlier one failed; the exit status is non-zero when any failed.
+# Molecule scenarios are discovered: every roles/*/molecule/*/molecule.yml, then molecule/*/ (full stack).
+set -uo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+export PATH="$ROOT/.venv/bin:$PATH"
+export ANSIBLE_FORCE_COLOR=0 PY_COLORS=0 NO_COLOR=1
+
+STAGES=("$@")
+[[ ${#STAGES[@]} -gt 0 ]] || STAGES=(lint toolkit service molecule)
+LOG_DIR="$ROOT/.build/test-logs"
+mkdir -p "$LOG_DIR"
+passed=() failed=()
+
+run() {  # run NAME COMMAND...: one test unit, its output in a log, a line with the verdict
+  local name="$1" log="$LOG_DIR/${1//\//_}.log" started=$SECONDS
+  shift
+  printf '==> %s\n' "$name"
+  if "$@" >"$log" 2>&1; then
+    passed+=("$name")
+    printf '    ok     %s (%d s)\n' "$name" $((SECONDS - started))
+  else
+    failed+=("$name")
+    printf '    FAILED %s (%d s); last lines of %s:\n' "$name" $((SECONDS - started)) "${log#"$ROOT"/}"
+    tail -n 60 "$log" | sed 's/^/    | /'
+  fi
+}
+
+stage_lint() {
+  run lint/yamllint yamllint --strict .
+  run lint/ansible-lint ansible-lint --profile production
+  run lint/ruff ruff check tests molecule roles
+}
+
+stage_toolkit() {
+  run toolkit/pytest pytest tests
+}
+
+stage_service() {
+  run service/tests bash service/scripts/test.sh
+}
+
+stage_molecule() {
+  local scenario role name
+  for scenario in roles/*/molecule/*/molecule.yml; do
+    role="$(basename "$(dirname "$(dirname "$(dirname "$scenario")")")")"
+    name="$(basename "$(dirname "$scenario")")"
+    run "molecule/${role}/${name}" bash -c "cd roles/${role} && molecule test -s ${name}"
+  done
+  for scenario in molecule/*/molecule.yml; do
+    [[ -e $scenario ]] || continue
+    name="$(basename "$(dirname "$scenario")")"
+    run "molecule/${name}" molecule test -s "${name}"
+  done
+}
+
+for stage in "${STAGES[@]}"; do
+  case "$stage" in
+    lint | toolkit | service | molecule) "stage_$stage" ;;
+    *) echo "unknown stage: $stage (lint, toolkit, service, molecule)" >&2; exit 2 ;;
+  esac
+done
+
+echo
+for name in "${failed[@]}"; do echo "FAILED: $name (log: .build/test-logs/${name//\//_}.log)"; done
+echo "stages: ${#passed[@]} passed, ${#failed[@]} failed"
+[[ ${#failed[@]} -eq 0 ]]

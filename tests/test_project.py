@@ -1,0 +1,34 @@
+"""The project's own wiring: pins, playbooks, the README's commands."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import tomllib
+
+import pytest
+from conftest import ROOT
+
+
+def test_every_direct_pin_is_in_the_lock():
+    pins = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    lock = {line.split("==")[0].lower().replace("_", "-"): line.split("==")[1]
+            for line in (ROOT / "requirements.lock").read_text().splitlines() if "==" in line}
+    for pin in pins:
+        name, version = re.split(r"==", pin.split(";")[0])
+        name = re.sub(r"\[.*\]", "", name).strip().lower().replace("_", "-")
+        assert lock.get(name) == version.strip(), f"{pin} is not what requirements.lock installs ({lock.get(name)})"
+
+
+def test_ci_runs_exactly_the_readme_test_command():
+    readme = (ROOT / "README.md").read_text()
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert "make test" in readme
+    assert re.search(r"^make test$", ci, re.M)
+
+
+@pytest.mark.parametrize("playbook", sorted(p.name for p in (ROOT / "playbooks").glob("*.yml")))
+def test_playbook_syntax(playbook):
+    result = subprocess.run(["ansible-playbook", "--syntax-check", f"playbooks/{playbook}"],
+                            cwd=ROOT, capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr

@@ -1,0 +1,107 @@
+"""Every role template renders with the role's defaults (plus tests/sample_vars/<role>.yml for the
+inputs that have no default) and a realistic set of facts. An undefined variable (a typo) fails here
+before any container starts. Rendered files of a known syntax are parsed too."""
+
+from __future__ import annotations
+
+import configparser
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from ansible.parsing.dataloader import DataLoader
+from ansible.template import Templar, trust_as_template
+from conftest import ROLES, ROOT, load_yaml, role_defaults
+
+HOST = "app-1"
+FACTS: dict[str, Any] = {
+    "ansible_default_ipv4": {"address": "192.0.2.11", "interface": "eth0"},
+    "ansible_fqdn": "app-1.example.test",
+    "ansible_hostname": "app-1",
+    "ansible_distribution": "Debian",
+    "ansible_distribution_release": "bookworm",
+    "ansible_distribution_major_version": "12",
+    "ansible_processor_vcpus": 2,
+    "ansible_processor_nproc": 2,
+    "ansible_memtotal_mb": 4096,
+    "ansible_python": {"version": {"major": 3, "minor": 11, "micro": 2}},
+    "ansible_virtualization_role": "guest",
+    "ansible_virtualization_type": "docker",
+    "ansible_service_mgr": "systemd",
+    "ansible_local": {},
+}
+
+
+def trusted(value: Any) -> Any:
+    """Values read from YAML are data; mark them as templates so that defaults which refer to other
+    variables are resolved (and an undefined reference fails) as they would be in a play."""
+    if isinstance(value, str):
+        return trust_as_template(value)
+    if isinstance(value, list):
+        return [trusted(v) for v in value]
+    if isinstance(value, dict):
+        return {k: trusted(v) for k, v in value.items()}
+    return value
+
+
+def role_variables(role: str) -> dict[str, Any]:
+    variables: dict[str, Any] = {}
+    for other in ROLES:  # roles read each other's documented outputs (nginx reads tls_*), as in site.yml
+        variables.update(role_defaults(other))
+    for path in [ROOT / "roles" / role / "vars" / "main.yml", ROOT / "tests" / "sample_vars" / f"{role}.yml"]:
+        if path.exists():
+            variables.update(load_yaml(path) or {})
+    variables = trusted(variables)
+    facts = dict(FACTS)
+    variables.update(facts)
+    variables["ansible_facts"] = {k.removeprefix("ansible_"): v for k, v in facts.items()}
+    hostvars = {HOST: dict(facts, inventory_hostname=HOST, ansible_host=HOST)}
+    variables.update({
+        "ansible_managed": "Ansible managed",
+        "inventory_hostname": HOST,
+        "inventory_hostname_short": HOST,
+        "inventory_dir": str(ROOT / "inventories" / "local"),
+        "playbook_dir": str(ROOT / "playbooks"),
+        "role_path": str(ROOT / "roles" / role),
+        "groups": {"all": [HOST], "web": [HOST], "app": [HOST], "redis": [HOST], "db": [HOST],
+                   "monitoring": [HOST], "ungrouped": []},
+        "hostvars": hostvars,
+        "ansible_check_mode": False,
+        "omit": "__omit_place_holder__",
+    })
+    return variables
+
+
+def templates():
+    for role in ROLES:
+        for template in sorted((ROOT / "roles" / role / "templates").glob("**/*.j2")):
+            yield pytest.param(role, template, id=f"{role}/{template.relative_to(ROOT / 'roles' / role / 'templates')}")
+
+
+def check_syntax(path: Path, text: str) -> None:
+    name = path.name.removesuffix(".j2")
+    if name.endswith((".yml", ".yaml")):
+        yaml.safe_load(text)
+    elif name.endswith(".json"):
+        json.loads(text)
+    elif name.endswith((".service", ".timer", ".socket")) or name.endswith(".ini"):
+        parser = configparser.ConfigParser(strict=False, interpolation=None, comment_prefixes=("#", ";"))
+        parser.read_string(text)
+
+
+@pytest.mark.parametrize(("role", "template"), templates())
+def test_template_renders_with_defaults(role, template):
+    templar = Templar(loader=DataLoader(), variables=role_variables(role))
+    rendered = templar.template(trust_as_template(template.read_text()))
+    assert isinstance(rendered, str) and rendered.strip(), f"{template.name} rendered empty"
+    assert "{{" not in rendered and "{%" not in rendered, f"{template.name} left template syntax behind"
+    check_syntax(template, rendered)
+
+
+def test_a_typo_in_a_template_variable_fails_rendering(tmp_path):
+    """The check above must be able to fail: a misspelled variable raises."""
+    templar = Templar(loader=DataLoader(), variables=role_variables("server"))
+    with pytest.raises(Exception, match="server_ssh_prot"):
+        templar.template(trust_as_template("Port {{ server_ssh_prot }}"))
