@@ -1,0 +1,155 @@
+"""The app role on a converged host: units, hardening, files, TLS through nginx, cache, logs, timer."""
+
+import json
+import re
+import ssl
+import urllib.request
+
+import pytest
+
+APP = "asset-classes-api"
+BASE = f"/opt/{APP}"
+FACT = "/etc/ansible/facts.d/asset_classes_api.fact"
+PORTS = {"blue": 8001, "green": 8002}
+PUBLISHED = {"app-debian12": 18643, "app-debian13": 18644}
+
+
+def state(host):
+    return json.loads(host.file(FACT).content_string)
+
+
+def as_app(host, command):
+    """Run a command as the service's user from shared/ (where the service reads .env)."""
+    return host.run(f"cd {BASE}/shared && runuser -u {APP} -- {command}")
+
+
+def test_live_slot_is_active_and_the_idle_one_is_stopped(host):
+    live = state(host)["live_slot"]
+    idle = "green" if live == "blue" else "blue"
+    assert host.service(f"{APP}@{live}").is_running
+    assert host.service(f"{APP}@{live}").is_enabled
+    assert not host.service(f"{APP}@{idle}").is_running
+    assert host.socket(f"tcp://127.0.0.1:{PORTS[live]}").is_listening
+    assert not host.socket(f"tcp://127.0.0.1:{PORTS[idle]}").is_listening
+
+
+def test_unit_is_notify_type_and_exposure_at_most_2(host):
+    live = state(host)["live_slot"]
+    unit = f"{APP}@{live}.service"
+    props = host.check_output(f"systemctl show {unit} -p Type -p KillMode -p NRestarts -p MemoryMax -p TasksMax")
+    assert "Type=notify" in props
+    assert "KillMode=mixed" in props
+    out = host.run(f"systemd-analyze security --no-pager {unit}").stdout
+    match = re.search(r"Overall exposure level for \S+: (\d+\.\d+)", out)
+    assert match, out[-2000:]
+    assert float(match.group(1)) <= 2.0, out
+
+
+def test_gunicorn_runs_as_the_service_user_with_uvicorn_workers(host):
+    live = state(host)["live_slot"]
+    pid = host.check_output(f"systemctl show -p MainPID --value {APP}@{live}.service")
+    user = host.check_output(f"ps -o user= -p {pid}")
+    assert user == APP
+    workers = host.check_output(f"ps --ppid {pid} -o user=,args=").splitlines()
+    assert len(workers) == 2, workers  # app_gunicorn_workers in converge.yml
+    assert all(line.startswith(APP) for line in workers), workers
+
+
+def test_env_file_and_app_tree_are_private_to_the_group(host):
+    env = host.file(f"{BASE}/shared/.env")
+    assert env.mode == 0o640
+    assert env.user == "root"
+    assert env.group == APP
+    assert "SECRET_KEY='" in env.content_string
+    for path in (BASE, f"{BASE}/releases", f"{BASE}/shared"):
+        tree = host.file(path)
+        assert tree.mode == 0o750, path
+        assert tree.group == APP, path
+    # Someone outside the group reads nothing.
+    assert host.run(f"runuser -u nobody -- cat {BASE}/shared/.env").rc != 0
+
+
+def test_current_points_at_the_live_release(host):
+    live = state(host)
+    assert host.file(f"{BASE}/current").linked_to == f"{BASE}/releases/{live['live_release']}"
+    assert host.file(f"{BASE}/slots/{live['live_slot']}").linked_to == f"{BASE}/releases/{live['live_release']}"
+
+
+def test_health_through_nginx_over_tls_shows_the_release(host):
+    out = host.check_output("curl -fsS --max-time 5 -k https://127.0.0.1/health")
+    health = json.loads(out)
+    assert health["status"] == "ok", health
+    assert health["release"] == state(host)["live_release"]
+
+
+@pytest.mark.parametrize("name", sorted(PUBLISHED))
+def test_published_tls_port_answers_from_the_controller(name):
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    with urllib.request.urlopen(f"https://127.0.0.1:{PUBLISHED[name]}/health", context=context, timeout=10) as resp:
+        assert resp.status == 200
+        assert json.loads(resp.read())["status"] == "ok"
+
+
+def cache_hits(host, port):
+    metrics = host.check_output(f"curl -fsS --max-time 5 http://127.0.0.1:{port}/metrics")
+    return sum(float(m) for m in re.findall(r'^cache_hits_total\{[^}]*\} (\S+)$', metrics, re.M))
+
+
+def test_cashflow_is_a_cache_miss_then_a_hit(host):
+    port = PORTS[state(host)["live_slot"]]
+    token = as_app(host, f"{BASE}/current/venv/bin/asset-classes-token molecule --scope read --scope write")
+    assert token.rc == 0, token.stderr
+    auth = f"-H 'Authorization: Bearer {token.stdout.strip()}'"
+    pool = json.dumps({"name": "molecule pool", "asset_class_code": "AUTO", "current_balance": 1000000,
+                       "wac": 0.06, "wam": 48, "as_of_date": "2026-01-01"})
+    created = host.check_output(
+        f"curl -fsS -k {auth} -H 'Content-Type: application/json' -d '{pool}' https://127.0.0.1/api/v1/asset-pools")
+    pool_id = json.loads(created)["id"]
+    before = cache_hits(host, port)
+    url = f"https://127.0.0.1/api/v1/asset-pools/{pool_id}/cashflows"
+    first = host.check_output(f"curl -fsS -k -D - -o /dev/null -X POST {url}")
+    second = host.check_output(f"curl -fsS -k -D - -o /dev/null -X POST {url}")
+    assert re.search(r"^x-cache: MISS", first, re.I | re.M), first
+    assert re.search(r"^x-cache: HIT", second, re.I | re.M), second
+    assert cache_hits(host, port) >= before + 1
+
+
+def test_app_log_is_json_lines_and_gunicorn_logs_to_files(host):
+    # The pool created above is logged by the app ("pool created").
+    lines = host.file("/var/log/asset-classes-api/app.log").content_string.strip().splitlines()
+    assert lines, "app.log is empty"
+    record = json.loads(lines[-1])
+    assert record
+    assert host.file("/var/log/asset-classes-api/access.log").size > 0
+    assert host.file("/var/log/asset-classes-api/error.log").exists
+
+
+def test_logrotate_rotates_and_gunicorn_reopens_its_log(host):
+    assert host.run(f"logrotate --debug /etc/logrotate.d/{APP}").rc == 0
+    rotated = host.run(f"logrotate --force /etc/logrotate.d/{APP}")
+    assert rotated.rc == 0, rotated.stderr
+    access = host.file("/var/log/asset-classes-api/access.log")
+    assert access.mode == 0o640
+    assert access.user == APP
+    host.check_output("curl -fsS -k -o /dev/null https://127.0.0.1/health")
+    result = host.run("for i in $(seq 20); do [ -s /var/log/asset-classes-api/access.log ] && exit 0; sleep 0.25; done; exit 1")
+    assert result.rc == 0, "Gunicorn did not reopen access.log after rotation (USR1)"
+
+
+def test_healthcheck_script_passes_and_its_timer_runs(host):
+    assert host.service(f"{APP}-healthcheck.timer").is_running
+    run = host.run(f"systemctl start {APP}-healthcheck.service")
+    assert run.rc == 0, host.run(f"journalctl -u {APP}-healthcheck.service -n 20 --no-pager").stdout
+    assert "healthy: slot" in host.check_output(f"journalctl -u {APP}-healthcheck.service -n 5 --no-pager -o cat")
+
+
+def test_healthcheck_script_fails_when_the_service_is_down(host):
+    live = state(host)["live_slot"]
+    host.run(f"sed -i 's/\"live_slot\": \"{live}\"/\"live_slot\": \"nowhere\"/' {FACT}")
+    try:
+        assert as_app(host, f"/usr/local/bin/{APP}-healthcheck").rc == 1
+    finally:
+        host.run(f"sed -i 's/\"live_slot\": \"nowhere\"/\"live_slot\": \"{live}\"/' {FACT}")
+    assert state(host)["live_slot"] == live
