@@ -72,7 +72,7 @@ def scenarios():
             yield pytest.param(role, molecule_yml, id=f"{role}/{molecule_yml.parent.name}")
 
 
-@pytest.mark.parametrize(("role", "molecule_yml"), scenarios())
+@pytest.mark.parametrize(("role", "molecule_yml"), list(scenarios()))
 def test_scenarios_cover_both_debian_releases_with_role_named_instances(role, molecule_yml):
     platforms = load_yaml(molecule_yml)["platforms"]
     images = {p.get("image", "") for p in platforms}
@@ -83,7 +83,7 @@ def test_scenarios_cover_both_debian_releases_with_role_named_instances(role, mo
             f"instance {platform['name']} must start with '{role}-' so scenarios can run side by side"
 
 
-@pytest.mark.parametrize(("role", "molecule_yml"), scenarios())
+@pytest.mark.parametrize(("role", "molecule_yml"), list(scenarios()))
 def test_scenarios_have_testinfra_tests(role, molecule_yml):
     tests = list((molecule_yml.parent / "tests").glob("test_*.py"))
     assert tests, f"{molecule_yml.parent} has no tests/test_*.py: Molecule would skip verify silently"

@@ -91,7 +91,7 @@ def check_syntax(path: Path, text: str) -> None:
         parser.read_string(text)
 
 
-@pytest.mark.parametrize(("role", "template"), templates())
+@pytest.mark.parametrize(("role", "template"), list(templates()))
 def test_template_renders_with_defaults(role, template):
     templar = Templar(loader=DataLoader(), variables=role_variables(role))
     rendered = templar.template(trust_as_template(template.read_text()))
