@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import re
 import subprocess
+import sys
 import tomllib
+from pathlib import Path
 
 import pytest
 from conftest import ROOT
@@ -29,6 +31,7 @@ def test_ci_runs_exactly_the_readme_test_command():
 
 @pytest.mark.parametrize("playbook", sorted(p.name for p in (ROOT / "playbooks").glob("*.yml")))
 def test_playbook_syntax(playbook):
-    result = subprocess.run(["ansible-playbook", "--syntax-check", f"playbooks/{playbook}"],
+    ansible_playbook = str(Path(sys.executable).parent / "ansible-playbook")
+    result = subprocess.run([ansible_playbook, "--syntax-check", f"playbooks/{playbook}"],
                             cwd=ROOT, capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stdout + result.stderr
