@@ -68,8 +68,10 @@ class Settings(BaseSettings):
 
     redis_host: str = "127.0.0.1"
     redis_port: int = Field(default=6379, ge=1, le=65535)
+    redis_username: str | None = None  # an ACL user (Redis 6+); None authenticates as `default`
     redis_password: SecretStr | None = None
     redis_ssl: bool = False
+    redis_ssl_ca_certs: str | None = None  # CA bundle that signed the Redis server's certificate
     redis_database: int = Field(default=0, ge=0, le=15)
     redis_timeout: float = Field(default=0.5, gt=0, le=60)
     redis_retry_count: int = Field(default=2, ge=0, le=10)

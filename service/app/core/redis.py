@@ -34,6 +34,7 @@ class RedisManager:
             "host": settings.redis_host,
             "port": settings.redis_port,
             "db": settings.redis_database,
+            "username": settings.redis_username or None,
             "password": (
                 settings.redis_password.get_secret_value() if settings.redis_password else None
             ),
@@ -50,6 +51,8 @@ class RedisManager:
         }
         if settings.redis_ssl:
             pool_kwargs["connection_class"] = aioredis.SSLConnection
+            if settings.redis_ssl_ca_certs:
+                pool_kwargs["ssl_ca_certs"] = settings.redis_ssl_ca_certs
         self._pool_kwargs = pool_kwargs
         self._loop: asyncio.AbstractEventLoop | None = None
         self.pool = aioredis.BlockingConnectionPool(**pool_kwargs)

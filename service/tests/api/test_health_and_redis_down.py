@@ -101,3 +101,27 @@ def test_database_down_is_503(make_settings: Any, tmp_path: Path) -> None:
     assert resp.status_code == 503
     assert resp.json()["status"] == "unavailable"
     assert resp.json()["checks"]["database"]["status"] == "down"
+
+
+def test_logs_in_as_a_redis_acl_user(make_settings: Any, tmp_path: Path) -> None:
+    """The redis role gives the app its own ACL user; REDIS_USERNAME + REDIS_PASSWORD log in as it."""
+    import redis as sync_redis
+
+    server = RedisServer(tmp_path)
+    server.start()
+    try:
+        admin = sync_redis.Redis(port=server.port)
+        admin.execute_command(
+            "ACL", "SETUSER", "app", "on", ">app-secret", "~*", "&*", "+@all", "-@dangerous"
+        )
+        admin.execute_command("ACL", "SETUSER", "default", "off")
+        as_app = make_settings(
+            redis_port=server.port, redis_username="app", redis_password="app-secret"
+        )
+        with TestClient(create_app(as_app)) as c:
+            assert c.get("/health").json()["checks"]["redis"]["status"] == "ok"
+        wrong = make_settings(redis_port=server.port, redis_username="app", redis_password="wrong")
+        with TestClient(create_app(wrong)) as c:
+            assert c.get("/health").json()["checks"]["redis"]["status"] == "down"
+    finally:
+        server.stop()
