@@ -48,8 +48,8 @@ def test_unit_is_notify_type_and_exposure_at_most_2(host):
 def test_gunicorn_runs_as_the_service_user_with_uvicorn_workers(host):
     live = state(host)["live_slot"]
     pid = host.check_output(f"systemctl show -p MainPID --value {APP}@{live}.service")
-    uid = host.check_output(f"id -u {APP}")
-    assert host.check_output(f"ps -o uid= -p {pid}") == uid
+    uid = host.check_output(f"id -u {APP}").strip()
+    assert host.check_output(f"ps -o uid= -p {pid}").strip() == uid
     workers = host.check_output(f"ps --ppid {pid} -o uid=,args=").splitlines()
     assert len(workers) == 2, workers  # app_gunicorn_workers in converge.yml
     assert all(line.split()[0] == uid for line in workers), workers
