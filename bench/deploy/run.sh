@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Benchmark of the app role on ONE fresh Debian container (run on demand, never in tests):
-#   1. full converge from the bare base image: the scenario's stand-in stack (Redis, nginx + TLS)
+#   1. full converge from the bare base image: the scenario's prepare.yml (tls, redis and nginx roles)
 #      then the app role (wheelhouse, release venv, units, first switch), until HTTPS answers;
 #   2. the no-op re-run of the app role (must report changed=0);
 #   3. an app-only deploy of a new release id while hey sends requests through nginx (TLS),
@@ -41,12 +41,12 @@ t0=$(now)
 play "$scenario/prepare.yml" > "$work/prepare.log"
 play "$scenario/converge.yml" > "$work/converge.log"
 t1=$(now)
-curl -fsk --max-time 5 "https://127.0.0.1:$port/health" > "$work/health.json"
+curl -fsk --max-time 5 --resolve "localhost:$port:127.0.0.1" "https://localhost:$port/health" > "$work/health.json"
 play "$scenario/converge.yml" > "$work/noop.log"
 t2=$(now)
 
 docker exec "$name" systemd-run --unit=bench-load -p StandardOutput=file:/tmp/hey.out \
-  hey -z 10m -c 4 -q 50 https://127.0.0.1/health >/dev/null
+  hey -z 10m -c 4 -q 50 https://localhost/health >/dev/null
 sleep 2
 t3=$(now)
 play "$scenario/converge.yml" -e app_release_id=bench-next > "$work/deploy.log"
@@ -58,7 +58,7 @@ docker exec "$name" cat /tmp/hey.out > "$work/hey.out"
 {
   echo "# app role benchmark on $distro, $(date -u +%F) ($(nproc) cores, shared)"
   echo "command: bench/deploy/run.sh $distro"
-  echo "full converge (bare container -> stand-in stack + app, HTTPS answering): $(secs "$t0" "$t1") s"
+  echo "full converge (bare container -> tls + redis + nginx + app, HTTPS answering): $(secs "$t0" "$t1") s"
   echo "  app role alone in it: $(grep -Eo 'Playbook run took .*' "$work/converge.log" | tail -1)"
   echo "no-op re-run of the app role: $(secs "$t1" "$t2") s   [$(recap "$work/noop.log")]"
   echo "app-only deploy of a new release under load: $(secs "$t3" "$t4") s   [$(recap "$work/deploy.log")]"

@@ -2,8 +2,8 @@
 
 import json
 import re
+import socket
 import ssl
-import urllib.request
 
 import pytest
 
@@ -76,7 +76,7 @@ def test_current_points_at_the_live_release(host):
 
 
 def test_health_through_nginx_over_tls_shows_the_release(host):
-    out = host.check_output("curl -fsS --max-time 5 -k https://127.0.0.1/health")
+    out = host.check_output("curl -fsS --max-time 5 -k https://localhost/health")
     health = json.loads(out)
     assert health["status"] == "ok", health
     assert health["release"] == state(host)["live_release"]
@@ -84,12 +84,19 @@ def test_health_through_nginx_over_tls_shows_the_release(host):
 
 @pytest.mark.parametrize("name", sorted(PUBLISHED))
 def test_published_tls_port_answers_from_the_controller(name):
+    # nginx refuses a handshake without a known SNI: connect to 127.0.0.1 and say "localhost".
     context = ssl.create_default_context()
     context.check_hostname = False
     context.verify_mode = ssl.CERT_NONE
-    with urllib.request.urlopen(f"https://127.0.0.1:{PUBLISHED[name]}/health", context=context, timeout=10) as resp:
-        assert resp.status == 200
-        assert json.loads(resp.read())["status"] == "ok"
+    with socket.create_connection(("127.0.0.1", PUBLISHED[name]), timeout=10) as raw, \
+            context.wrap_socket(raw, server_hostname="localhost") as tls:
+        tls.sendall(b"GET /health HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        response = b""
+        while chunk := tls.recv(65536):
+            response += chunk
+    head, _, body = response.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200"), head
+    assert b'"status":"ok"' in body
 
 
 def cache_hits(host, port):
@@ -105,10 +112,10 @@ def test_cashflow_is_a_cache_miss_then_a_hit(host):
     pool = json.dumps({"name": "molecule pool", "asset_class_code": "AUTO", "current_balance": 1000000,
                        "wac": 0.06, "wam": 48, "as_of_date": "2026-01-01"})
     created = host.check_output(
-        f"curl -fsS -k {auth} -H 'Content-Type: application/json' -d '{pool}' https://127.0.0.1/api/v1/asset-pools")
+        f"curl -fsS -k {auth} -H 'Content-Type: application/json' -d '{pool}' https://localhost/api/v1/asset-pools")
     pool_id = json.loads(created)["id"]
     before = cache_hits(host, port)
-    url = f"https://127.0.0.1/api/v1/asset-pools/{pool_id}/cashflows"
+    url = f"https://localhost/api/v1/asset-pools/{pool_id}/cashflows"
     first = host.check_output(f"curl -fsS -k -D - -o /dev/null -X POST {url}")
     second = host.check_output(f"curl -fsS -k -D - -o /dev/null -X POST {url}")
     assert re.search(r"^x-cache: MISS", first, re.I | re.M), first
@@ -133,7 +140,7 @@ def test_logrotate_rotates_and_gunicorn_reopens_its_log(host):
     access = host.file("/var/log/asset-classes-api/access.log")
     assert access.mode == 0o640
     assert access.user == APP
-    host.check_output("curl -fsS -k -o /dev/null https://127.0.0.1/health")
+    host.check_output("curl -fsS -k -o /dev/null https://localhost/health")
     result = host.run("for i in $(seq 20); do [ -s /var/log/asset-classes-api/access.log ] && exit 0; sleep 0.25; done; exit 1")
     assert result.rc == 0, "Gunicorn did not reopen access.log after rotation (USR1)"
 

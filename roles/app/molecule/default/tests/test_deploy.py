@@ -26,14 +26,14 @@ def state(host):
 
 
 def health(host):
-    return json.loads(host.check_output("curl -fsS --max-time 5 -k https://127.0.0.1/health"))
+    return json.loads(host.check_output("curl -fsS --max-time 5 -k https://localhost/health"))
 
 
 def start_load(host):
     """hey sends requests through nginx (TLS) until stopped; its report goes to /tmp/hey.out."""
     host.run("systemctl stop app-load 2>/dev/null; systemctl reset-failed app-load 2>/dev/null; rm -f /tmp/hey.out")
     run = host.run("systemd-run --unit=app-load -p StandardOutput=file:/tmp/hey.out -p StandardError=journal "
-                   "hey -z 10m -c 4 -q 20 https://127.0.0.1/health")
+                   "hey -z 10m -c 4 -q 20 https://localhost/health")
     assert run.rc == 0, run.stderr
     # The load is running and answered before the deploy starts.
     assert host.run("sleep 2; systemctl is-active app-load").stdout.strip() == "active"
