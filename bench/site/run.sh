@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# Benchmark of the whole site on the local sandbox (one host in every tier). On demand, never a test.
+#   1. full converge from the bare base image until HTTPS answers   (target: <= 120 s)
+#   2. the no-op re-run of the whole site, which must report changed=0 (target: <= 20 s)
+#   3. an app-only deploy (playbooks/deploy.yml, a new release id) while hey sends requests through
+#      nginx over TLS for the whole deploy                              (target: <= 30 s, 0 failed)
+#   4. requests/s through nginx with TLS vs straight to Gunicorn, same endpoint, side by side,
+#      three alternating rounds of wrk inside the container, medians (target: ratio >= 0.7)
+# The sandbox is recreated from scratch (make sandbox-destroy first) and left running afterwards.
+# Per-IP limits (nginx limit_req, the API's own rate limit) are lifted for the run with -e, so that
+# the figures measure the stack rather than the limiter; everything else is the sandbox's config.
+# Usage: bench/site/run.sh        Writes bench/site/report.txt.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/../.." && pwd)
+cd "$root"
+export PATH=$root/.venv/bin:$PATH ANSIBLE_NOCOLOR=1
+work=$root/.build/bench-site
+report=$root/bench/site/report.txt
+mkdir -p "$work"
+limits=(-e nginx_limit_req_rate=100000r/s -e nginx_limit_req_burst=100000 -e nginx_limit_conn_per_ip=10000
+        -e app_rate_limit_enabled=false)
+
+now() { date +%s.%N; }
+secs() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1f", b - a }'; }
+recap() { grep -E '^asset-sandbox +:' "$1" | tail -1 | sed 's/  */ /g'; }
+in_sandbox() { docker exec asset-sandbox "$@"; }
+
+ansible-playbook playbooks/sandbox.yml -e sandbox_state=absent --tags destroy > "$work/destroy.log"
+rm -rf .cache/facts
+
+t0=$(now)
+ansible-playbook playbooks/sandbox.yml "${limits[@]}" > "$work/converge.log"
+t1=$(now)
+ansible-playbook playbooks/sandbox.yml "${limits[@]}" > "$work/noop.log"
+t2=$(now)
+
+in_sandbox apt-get install -y -qq hey wrk > /dev/null
+in_sandbox systemd-run --unit=bench-load -p StandardOutput=file:/tmp/hey.out \
+  hey -z 10m -c 8 -q 50 https://localhost/health > /dev/null
+sleep 2
+t3=$(now)
+ansible-playbook playbooks/deploy.yml "${limits[@]}" -e app_release_id="bench-$(date +%s)" > "$work/deploy.log"
+t4=$(now)
+sleep 2
+in_sandbox systemctl kill -s INT bench-load
+sleep 2
+in_sandbox cat /tmp/hey.out > "$work/hey.out"
+
+live_port=$(in_sandbox python3 -c "import json; print({'blue': 8001, 'green': 8002}[json.load(open('/etc/ansible/facts.d/asset_classes_api.fact'))['live_slot']])")
+rps() { in_sandbox wrk -t2 -c32 -d10s "$1" | awk '/Requests\/sec/ {print $2}'; }
+median() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+direct=() proxied=()
+for _ in 1 2 3; do
+  direct+=("$(rps "http://127.0.0.1:${live_port}/api/v1/asset-classes")")
+  proxied+=("$(rps "https://localhost/api/v1/asset-classes")")
+done
+d=$(median "${direct[@]}") p=$(median "${proxied[@]}")
+
+{
+  echo "# whole-site benchmark on the local sandbox, $(date -u +%F) ($(nproc) cores, shared; load $(cut -d' ' -f1-3 /proc/loadavg))"
+  echo "command: bench/site/run.sh"
+  echo
+  echo "full converge from the bare image to HTTPS: $(secs "$t0" "$t1") s   (target <= 120 s)"
+  echo "  $(recap "$work/converge.log")"
+  echo "no-op re-run of the whole site:             $(secs "$t1" "$t2") s   (target <= 20 s)"
+  echo "  $(recap "$work/noop.log")"
+  echo "app-only deploy under load:                 $(secs "$t3" "$t4") s   (target <= 30 s)"
+  echo "  $(recap "$work/deploy.log")"
+  echo "  hey through nginx/TLS for the whole deploy (8 connections, 50 req/s each):"
+  grep -E 'Total:|Requests/sec|\[[0-9]{3}\]|Error distribution|^\s+\[[0-9]+\]' "$work/hey.out" | sed 's/^/    /'
+  echo "requests/s, GET /api/v1/asset-classes, wrk -t2 -c32 -d10s inside the container, 3 alternating rounds:"
+  echo "  straight to Gunicorn (slot port ${live_port}): ${direct[*]}  median $d"
+  echo "  through nginx with TLS:                     ${proxied[*]}  median $p"
+  echo "  ratio nginx+TLS / Gunicorn: $(awk -v a="$p" -v b="$d" 'BEGIN { printf "%.2f", a / b }')   (target >= 0.7)"
+} | tee "$report"

@@ -1,0 +1,165 @@
+"""The whole site across hosts: web (nginx, TLS) -> two app hosts (blue/green Gunicorn) -> Redis and
+PostgreSQL on a data host; tiers reach only the ports they need; a deploy under load loses no request."""
+
+from __future__ import annotations
+
+import json
+import os
+import ssl
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+import testinfra
+
+EPHEMERAL = Path(os.environ["MOLECULE_EPHEMERAL_DIRECTORY"])
+BASE_URL = "https://127.0.0.1:18843"
+FACT = "/etc/ansible/facts.d/asset_classes_api.fact"
+SLOT_PORTS = {"blue": 8001, "green": 8002}
+
+
+def node(name):
+    return testinfra.get_host(f"ansible://{name}?ansible_inventory={os.environ['MOLECULE_INVENTORY_FILE']}")
+
+
+def tls_context():
+    return ssl.create_default_context(cafile=str(EPHEMERAL / "tls-ca" / "ca.crt"))
+
+
+def request(path, method="GET", body=None, timeout=10):
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(BASE_URL + path, data=data, method=method,
+                                 headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, context=tls_context(), timeout=timeout) as resp:
+        return resp.status, dict(resp.headers), resp.read()
+
+
+def health():
+    status, _, body = request("/health")
+    return status, json.loads(body)
+
+
+def can_connect(client, address, port):
+    probe = f"import socket; socket.create_connection(('{address}', {port}), timeout=2).close()"
+    return client.run(f'python3 -c "{probe}"').rc == 0
+
+
+def live_slot(name):
+    return json.loads(node(name).file(FACT).content_string)
+
+
+def test_site_answers_over_tls_with_redis_and_database_ok():
+    status, body = health()
+    assert status == 200
+    assert body["status"] == "ok"
+    assert body["checks"]["redis"]["status"] == "ok"
+    assert body["checks"]["database"]["status"] == "ok"
+
+
+def test_both_app_hosts_run_the_same_release_in_their_live_slot():
+    releases = set()
+    for name in ("fullstack-app1", "fullstack-app2"):
+        state = live_slot(name)
+        port = SLOT_PORTS[state["live_slot"]]
+        answer = json.loads(node("fullstack-web").check_output(f"curl -fsS http://{name}:{port}/health"))
+        assert answer["release"] == state["live_release"]
+        releases.add(answer["release"])
+    assert len(releases) == 1, f"one release id for every host of a run, got {releases}"
+
+
+def test_nginx_spreads_requests_over_both_app_hosts():
+    counts = {}
+    for name in ("fullstack-app1", "fullstack-app2"):
+        counts[name] = int(node(name).check_output("wc -l < /var/log/asset-classes-api/access.log"))
+    for _ in range(20):
+        request("/api/v1/asset-classes")
+    for name, before in counts.items():
+        after = int(node(name).check_output("wc -l < /var/log/asset-classes-api/access.log"))
+        assert after > before, f"{name} served none of 20 requests"
+
+
+def test_projection_cached_in_the_shared_redis_across_app_hosts():
+    token = node("fullstack-app1").check_output(
+        "cd /opt/asset-classes-api/shared && runuser -u asset-classes-api -- "
+        "/opt/asset-classes-api/current/venv/bin/asset-classes-token fullstack --scope write --ttl 300").strip()
+    pool = {"name": "Fullstack auto pool", "asset_class_code": "AUTO", "current_balance": 1_000_000.0,
+            "wac": 0.06, "wam": 60, "servicing_fee": 0.005, "as_of_date": "2026-11-01"}
+    req = urllib.request.Request(BASE_URL + "/api/v1/asset-pools", data=json.dumps(pool).encode(), method="POST",
+                                 headers={"Content-Type": "application/json", "Authorization": f"Bearer {token}"})
+    with urllib.request.urlopen(req, context=tls_context(), timeout=10) as resp:
+        pool_id = json.loads(resp.read())["id"]
+    # nginx spreads these over both app hosts: the first computes, every later one is served from Redis.
+    caches = [request(f"/api/v1/asset-pools/{pool_id}/cashflows", "POST", {})[1]["x-cache"] for _ in range(4)]
+    assert caches[0] == "MISS"
+    assert set(caches[1:]) == {"HIT"}, caches
+
+
+def test_internal_ports_are_open_only_to_the_tiers_that_need_them():
+    web, app1, data = node("fullstack-web"), node("fullstack-app1"), node("fullstack-data")
+    app1_ip = app1.check_output("hostname -I").split()[0]
+    data_ip = data.check_output("hostname -I").split()[0]
+    live_port = SLOT_PORTS[live_slot("fullstack-app1")["live_slot"]]
+    assert can_connect(app1, data_ip, 6379), "app -> redis"
+    assert can_connect(app1, data_ip, 5432), "app -> postgres"
+    assert not can_connect(web, data_ip, 6379), "web must not reach redis"
+    assert not can_connect(web, data_ip, 5432), "web must not reach postgres"
+    assert can_connect(web, app1_ip, live_port), "web -> gunicorn"
+    assert not can_connect(data, app1_ip, live_port), "the data host must not reach gunicorn"
+
+
+class Load:
+    """Requests /health through nginx from a few threads until stopped; counts what was not a 200."""
+
+    def __init__(self, threads=4):
+        self.ok = 0
+        self.failed: list[str] = []
+        self.releases: set[str] = set()
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._threads = [threading.Thread(target=self._run, daemon=True) for _ in range(threads)]
+
+    def _run(self):
+        while not self._stop.is_set():
+            try:
+                status, body = health()
+                with self._lock:
+                    self.ok += status == 200
+                    self.releases.add(body.get("release"))
+                    if status != 200:
+                        self.failed.append(f"HTTP {status}")
+            except (urllib.error.URLError, OSError, ValueError) as error:
+                with self._lock:
+                    self.failed.append(repr(error))
+
+    def __enter__(self):
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout=30)
+
+
+@pytest.mark.parametrize("release", ["fullstack-second"])
+def test_rolling_deploy_then_rollback_under_load_fail_no_request(ansible_playbook, release):
+    before = health()[1]["release"]
+    with Load() as load:
+        deploy = ansible_playbook({"app_release_id": release}, playbook="../../playbooks/deploy.yml")
+        time.sleep(1)
+    assert deploy.rc == 0, deploy.output[-4000:]
+    assert health()[1]["release"] == release
+    assert load.ok > 50, f"too few requests to prove anything: {load.ok}"
+    assert not load.failed, f"{len(load.failed)} failed requests during the deploy: {load.failed[:5]}"
+    assert {before, release} >= load.releases - {None}
+
+    with Load() as load:
+        rollback = ansible_playbook(playbook="../../playbooks/rollback.yml")
+        time.sleep(1)
+    assert rollback.rc == 0, rollback.output[-4000:]
+    assert health()[1]["release"] == before
+    assert not load.failed, f"{len(load.failed)} failed requests during the rollback: {load.failed[:5]}"
