@@ -12,8 +12,12 @@ from typing import Any
 import pytest
 import yaml
 from ansible.parsing.dataloader import DataLoader
+from ansible.plugins.loader import init_plugin_loader
 from ansible.template import Templar, trust_as_template
 from conftest import ROLES, ROOT, load_yaml, role_defaults
+
+# Collections' filters and tests (ansible.utils.ipv4, ...) as ansible-playbook loads them.
+init_plugin_loader()
 
 HOST = "app-1"
 FACTS: dict[str, Any] = {
@@ -57,6 +61,8 @@ def role_variables(role: str) -> dict[str, Any]:
     facts = dict(FACTS)
     variables.update(facts)
     variables["ansible_facts"] = {k.removeprefix("ansible_"): v for k, v in facts.items()}
+    # Facts a role gathers itself (package_facts, ...), given by its sample_vars file.
+    variables["ansible_facts"].update(variables.pop("sample_facts", {}))
     hostvars = {HOST: dict(facts, inventory_hostname=HOST, ansible_host=HOST)}
     variables.update({
         "ansible_managed": "Ansible managed",
