@@ -49,6 +49,16 @@ def test_nginx_serves_a_certificate_issued_by_pebble(name, pebble):
 
 
 @pytest.mark.parametrize("name", WEB)
+def test_ocsp_stapling_on_because_the_issued_certificate_names_a_responder(name):
+    web = _host(name)
+    ocsp = web.check_output(f"openssl x509 -noout -ocsp_uri -in {CERT}")
+    assert ocsp == f"http://{PEBBLE}:4002"
+    config = web.check_output("nginx -T 2>/dev/null")
+    assert "ssl_stapling on;" in config and "ssl_stapling_verify on;" in config
+    assert re.search(r"resolver [^;]+ valid=300s;", config)
+
+
+@pytest.mark.parametrize("name", WEB)
 def test_key_and_certificate_files(name):
     web = _host(name)
     key = web.file(KEY)
