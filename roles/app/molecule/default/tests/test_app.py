@@ -141,7 +141,9 @@ def test_logrotate_rotates_and_gunicorn_reopens_its_log(host):
     assert access.mode == 0o640
     assert access.user == APP
     host.check_output("curl -fsS -k -o /dev/null https://localhost/health")
-    result = host.run("for i in $(seq 20); do [ -s /var/log/asset-classes-api/access.log ] && exit 0; sleep 0.25; done; exit 1")
+    result = host.run(
+        "for i in $(seq 20); do [ -s /var/log/asset-classes-api/access.log ] && exit 0; sleep 0.25; done; exit 1"
+    )
     assert result.rc == 0, "Gunicorn did not reopen access.log after rotation (USR1)"
 
 
