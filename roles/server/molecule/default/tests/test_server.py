@@ -125,3 +125,17 @@ def test_systemd_default_nofile_limit(host):
 def test_unattended_upgrades_enabled(host):
     assert 'Unattended-Upgrade "1"' in host.file("/etc/apt/apt.conf.d/20auto-upgrades").content_string
     assert host.run("unattended-upgrade --dry-run -v 2>&1 | grep -q 'Allowed origins'").rc == 0
+
+
+def test_wrong_input_fails_argument_validation_before_any_task(ansible_playbook):
+    run = ansible_playbook({"server_ssh_permit_root_login": "yes"})
+    assert run.rc != 0
+    assert "Validation of arguments failed" in run.output or "argument spec validation" in run.output.lower()
+    assert all(counts["changed"] == 0 for counts in run.recap().values()), run.recap()
+
+
+def test_hardening_without_any_admin_is_refused_before_touching_the_host(ansible_playbook):
+    run = ansible_playbook({"server_admin_users": []})
+    assert run.rc != 0
+    assert "define server_admin_users with at least one ssh key" in run.output
+    assert all(counts["changed"] == 0 for counts in run.recap().values()), run.recap()
