@@ -20,7 +20,7 @@ HOSTS = {  # instance -> (published HTTPS port, published HTTP port)
     "nginx-debian12": (18443, 18080),
     "nginx-debian13": (18444, 18081),
 }
-CA_ON_HOST = "/etc/ssl/asset-classes/server-ca.crt"
+CA_ON_HOST = "/usr/local/share/ca-certificates/server-asset-classes-ca.crt"  # the tls role's tls_ca_certificate_path
 EPHEMERAL = Path(os.environ["MOLECULE_EPHEMERAL_DIRECTORY"])
 SSLYZE = os.environ.get("SSLYZE", shutil.which("sslyze") or "/opt/sslyze-venv/bin/sslyze")
 
@@ -92,7 +92,8 @@ def test_http_redirects_to_https(name, ca_file):
 def test_acme_challenge_is_served_over_http_not_redirected(name, ca_file):
     token = uuid.uuid4().hex
     host = _host(name)
-    host.run(f"echo {token} > /var/www/acme/.well-known/acme-challenge/{token}")
+    # The tls role makes this directory in acme mode; here (self_signed) the test makes it.
+    host.run(f"mkdir -p /var/www/acme/.well-known/acme-challenge && echo {token} > /var/www/acme/.well-known/acme-challenge/{token}")
     try:
         response = curl(name, f"/.well-known/acme-challenge/{token}", ca=ca_file, scheme="http")
     finally:
@@ -266,7 +267,7 @@ def test_sslyze_says_mozilla_intermediate_compliant(name, ca_file):
 def test_testssl_rates_both_sites_a_plus():
     """testssl.sh 3.2 (Debian 13's; Debian 12's 3.0.8 has no rating) from the debian13 instance."""
     client = _host("nginx-debian13")
-    client.run("cp /etc/ssl/asset-classes/server-ca.crt /tmp/testssl-ca.pem")
+    client.run(f"cp {CA_ON_HOST} /tmp/testssl-ca.pem")
     jobs = " & ".join(
         f"testssl --add-ca /tmp/testssl-ca.pem --quiet --color 0 --warnings batch "
         f"--jsonfile-pretty /tmp/testssl-{name}.json https://{name}/ > /tmp/testssl-{name}.txt 2>&1"

@@ -12,7 +12,7 @@ import testinfra
 DIRECTORY = "/etc/ssl/asset-classes"
 CERT = f"{DIRECTORY}/server.crt"
 KEY = f"{DIRECTORY}/server.key"
-CA = f"{DIRECTORY}/server-ca.crt"
+CA = "/usr/local/share/ca-certificates/server-asset-classes-ca.crt"  # tls_ca_certificate_path (in the system store)
 SELF_SIGNED = ["tls-selfsigned-debian12", "tls-selfsigned-debian13"]
 PROVIDED = ["tls-provided-debian12", "tls-provided-debian13"]
 EPHEMERAL = Path(os.environ["MOLECULE_EPHEMERAL_DIRECTORY"])
