@@ -64,13 +64,32 @@ def curl(name: str, path: str, *args: str, ca: str, scheme: str = "https", host_
     port = https_port if scheme == "https" else http_port
     with tempfile.TemporaryDirectory() as tmp:
         headers, body = Path(tmp, "headers"), Path(tmp, "body")
-        command = ["curl", "-sS", "--max-time", "10", "-D", str(headers), "-o", str(body),
-                   "--cacert", ca, "--resolve", f"{name}:{port}:127.0.0.1", *args]
+        command = [
+            "curl",
+            "-sS",
+            "--max-time",
+            "10",
+            "-D",
+            str(headers),
+            "-o",
+            str(body),
+            "--cacert",
+            ca,
+            "--resolve",
+            f"{name}:{port}:127.0.0.1",
+            *args,
+        ]
         if host_header:
             command += ["-H", f"Host: {host_header}"]
-        result = subprocess.run(command + [f"{scheme}://{name}:{port}{path}"], capture_output=True, text=True, check=False)
-        return Response(headers.read_text() if headers.exists() else "",
-                        body.read_text(errors="replace") if body.exists() else "", result.returncode, result.stderr)
+        result = subprocess.run(
+            command + [f"{scheme}://{name}:{port}{path}"], capture_output=True, text=True, check=False
+        )
+        return Response(
+            headers.read_text() if headers.exists() else "",
+            body.read_text(errors="replace") if body.exists() else "",
+            result.returncode,
+            result.stderr,
+        )
 
 
 SECURITY_HEADERS = {
@@ -93,7 +112,10 @@ def test_acme_challenge_is_served_over_http_not_redirected(name, ca_file):
     token = uuid.uuid4().hex
     host = _host(name)
     # The tls role makes this directory in acme mode; here (self_signed) the test makes it.
-    host.run(f"mkdir -p /var/www/acme/.well-known/acme-challenge && echo {token} > /var/www/acme/.well-known/acme-challenge/{token}")
+    host.run(
+        f"mkdir -p /var/www/acme/.well-known/acme-challenge"
+        f" && echo {token} > /var/www/acme/.well-known/acme-challenge/{token}"
+    )
     try:
         response = curl(name, f"/.well-known/acme-challenge/{token}", ca=ca_file, scheme="http")
     finally:
@@ -128,9 +150,25 @@ def test_client_request_id_is_passed_through(name, ca_file):
 @pytest.mark.parametrize("name", HOSTS)
 def test_http2_is_negotiated(name, ca_file):
     https_port = HOSTS[name][0]
-    version = subprocess.run(["curl", "-sS", "-o", "/dev/null", "-w", "%{http_version}", "--http2", "--cacert", ca_file,
-                              "--resolve", f"{name}:{https_port}:127.0.0.1", f"https://{name}:{https_port}/"],
-                             capture_output=True, text=True, check=True).stdout
+    version = subprocess.run(
+        [
+            "curl",
+            "-sS",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_version}",
+            "--http2",
+            "--cacert",
+            ca_file,
+            "--resolve",
+            f"{name}:{https_port}:127.0.0.1",
+            f"https://{name}:{https_port}/",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     assert version == "2"
 
 
@@ -171,16 +209,25 @@ def test_json_is_gzipped(name, ca_file):
 def test_unknown_names_are_refused(name, ca_file):
     https_port, http_port = HOSTS[name]
     # TLS: no handshake for a name nginx does not serve.
-    handshake = subprocess.run(["openssl", "s_client", "-connect", f"127.0.0.1:{https_port}", "-servername", "evil.example"],
-                               input="", capture_output=True, text=True, check=False)
+    handshake = subprocess.run(
+        ["openssl", "s_client", "-connect", f"127.0.0.1:{https_port}", "-servername", "evil.example"],
+        input="",
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert handshake.returncode != 0
     assert "unrecognized name" in handshake.stdout + handshake.stderr
     # TLS with our name, but another Host header: connection closed without an answer (444).
     wrong_host = curl(name, "/", "--http1.1", ca=ca_file, host_header="evil.example")
     assert wrong_host.rc == 52 and wrong_host.status == 0, wrong_host.stderr
     # HTTP with another Host: same.
-    plain = subprocess.run(["curl", "-sS", "-H", "Host: evil.example", f"http://127.0.0.1:{http_port}/"],
-                           capture_output=True, text=True, check=False)
+    plain = subprocess.run(
+        ["curl", "-sS", "-H", "Host: evil.example", f"http://127.0.0.1:{http_port}/"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert plain.returncode == 52, plain.stderr
 
 
@@ -188,8 +235,19 @@ def test_unknown_names_are_refused(name, ca_file):
 def test_a_burst_from_one_address_gets_429(name, ca_file):
     https_port = HOSTS[name][0]
     url = f"https://{name}:{https_port}/"
-    command = ["curl", "-sS", "--parallel", "--parallel-max", "60", "--cacert", ca_file,
-               "--resolve", f"{name}:{https_port}:127.0.0.1", "-w", "%{http_code}\n"]
+    command = [
+        "curl",
+        "-sS",
+        "--parallel",
+        "--parallel-max",
+        "60",
+        "--cacert",
+        ca_file,
+        "--resolve",
+        f"{name}:{https_port}:127.0.0.1",
+        "-w",
+        "%{http_code}\n",
+    ]
     for _ in range(80):
         command += [url, "-o", "/dev/null"]
     codes = subprocess.run(command, capture_output=True, text=True, check=False).stdout.split()
@@ -203,7 +261,8 @@ def _metrics_status(client: str, target: str, user: str | None = None) -> str:
     auth = f"-u {user}" if user else ""
     resolve = f"--resolve {target}:443:127.0.0.1" if client == target else ""
     return _host(client).check_output(
-        f"curl -sS -o /dev/null -w '%{{http_code}}' {auth} {resolve} https://{target}/metrics")
+        f"curl -sS -o /dev/null -w '%{{http_code}}' {auth} {resolve} https://{target}/metrics"
+    )
 
 
 def test_metrics_allowed_from_the_monitoring_host_only_with_credentials(metrics_password):
@@ -257,8 +316,12 @@ def test_session_tickets_off_only_before_nginx_1_23_2_and_no_stapling_without_oc
 @pytest.mark.parametrize("name", HOSTS)
 def test_sslyze_says_mozilla_intermediate_compliant(name, ca_file):
     https_port = HOSTS[name][0]
-    result = subprocess.run([SSLYZE, "--mozilla_config=intermediate", "--certinfo_ca_file", ca_file,
-                             f"{name}:{https_port}{{127.0.0.1}}"], capture_output=True, text=True, check=False)
+    result = subprocess.run(
+        [SSLYZE, "--mozilla_config=intermediate", "--certinfo_ca_file", ca_file, f"{name}:{https_port}{{127.0.0.1}}"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr
     assert f"{name}:{https_port}: OK - Compliant." in result.stdout
     assert "Supplied CA file CA Store (N/A):   OK - Certificate is trusted" in result.stdout
@@ -271,23 +334,33 @@ def test_testssl_rates_both_sites_a_plus():
     jobs = " & ".join(
         f"testssl --add-ca /tmp/testssl-ca.pem --quiet --color 0 --warnings batch "
         f"--jsonfile-pretty /tmp/testssl-{name}.json https://{name}/ > /tmp/testssl-{name}.txt 2>&1"
-        for name in HOSTS)
+        for name in HOSTS
+    )
     client.run(f"rm -f /tmp/testssl-*.json; {jobs} & wait")
     for name in HOSTS:
         report = json.loads(client.file(f"/tmp/testssl-{name}.json").content_string)
-        findings = [f for scan in report["scanResult"] for section in scan.values() if isinstance(section, list)
-                    for f in section]
+        findings = [
+            f
+            for scan in report["scanResult"]
+            for section in scan.values()
+            if isinstance(section, list)
+            for f in section
+        ]
         grade = next(f["finding"] for f in findings if f["id"] == "overall_grade")
         assert grade == "A+", (name, [f for f in findings if f["id"].startswith(("grade_cap", "overall"))])
 
 
 def test_broken_value_fails_with_nginx_message_and_the_old_config_keeps_serving(ansible_playbook, ca_file):
     hosts = {name: _host(name) for name in HOSTS}
-    before = {name: h.check_output("sha256sum /etc/nginx/nginx.conf /etc/nginx/conf.d/*.conf") for name, h in hosts.items()}
+    before = {
+        name: h.check_output("sha256sum /etc/nginx/nginx.conf /etc/nginx/conf.d/*.conf") for name, h in hosts.items()
+    }
     run = ansible_playbook(extra_vars={"nginx_client_max_body_size": "12 parsecs"})
     assert run.rc != 0
     output = " ".join(run.output.split())  # the YAML callback folds long lines
-    assert '[emerg]' in output and 'invalid number of arguments in "client_max_body_size" directive' in output, output[-3000:]
+    assert "[emerg]" in output and 'invalid number of arguments in "client_max_body_size" directive' in output, output[
+        -3000:
+    ]
     assert "the previous files were put back" in output
     for name, host in hosts.items():
         assert run.recap()[name]["failed"] == 1
@@ -362,7 +435,9 @@ def test_refused_upstream_is_rolled_back(ansible_playbook, ca_file):
 
 
 def test_malformed_upstream_server_is_refused_before_anything_is_written(ansible_playbook):
-    run = ansible_playbook(playbook="switch.yml", extra_vars={"switch_servers": ["not a server"]}, limit="nginx-debian12")
+    run = ansible_playbook(
+        playbook="switch.yml", extra_vars={"switch_servers": ["not a server"]}, limit="nginx-debian12"
+    )
     assert run.rc != 0
     assert "refused: ['not a server']" in run.output
     assert run.recap()["nginx-debian12"]["changed"] == 0

@@ -32,7 +32,8 @@ def _served(client, name: str) -> dict[str, str]:
     """Serial and issuer of the certificate nginx on `name` serves, as seen over the network."""
     out = client.check_output(
         f"openssl s_client -connect {name}:443 -servername {name} </dev/null 2>/dev/null "
-        "| openssl x509 -noout -serial -issuer")
+        "| openssl x509 -noout -serial -issuer"
+    )
     return dict(line.split("=", 1) for line in out.splitlines())
 
 
@@ -64,7 +65,9 @@ def test_key_and_certificate_files(name):
     key = web.file(KEY)
     assert (key.user, key.group, key.mode) == ("root", "root", 0o600)
     assert "ASN1 OID: prime256v1" in web.check_output(f"openssl pkey -noout -text -in {KEY}")
-    assert web.check_output(f"openssl x509 -noout -pubkey -in {CERT}") == web.check_output(f"openssl pkey -pubout -in {KEY}")
+    assert web.check_output(f"openssl x509 -noout -pubkey -in {CERT}") == web.check_output(
+        f"openssl pkey -pubout -in {KEY}"
+    )
     assert web.file(CERT).content_string.count("BEGIN CERTIFICATE") >= 2, "leaf and intermediate"
 
 

@@ -62,7 +62,9 @@ def test_self_signed_certificate_names_and_short_lifetime(name):
     host = _host(name)
     sans = _openssl(host, "x509 -noout -ext subjectAltName -in", CERT)
     assert f"DNS:{name}" in sans and "DNS:localhost" in sans and "IP Address:127.0.0.1" in sans
-    dates = dict(line.split("=", 1) for line in _openssl(host, "x509 -noout -startdate -enddate -in", CERT).splitlines())
+    dates = dict(
+        line.split("=", 1) for line in _openssl(host, "x509 -noout -startdate -enddate -in", CERT).splitlines()
+    )
     fmt = "%b %d %H:%M:%S %Y %Z"
     lifetime = dt.datetime.strptime(dates["notAfter"], fmt) - dt.datetime.strptime(dates["notBefore"], fmt)
     # 90 days by default; the renewal test below reissues for a couple of days more.
@@ -86,7 +88,10 @@ def test_tls_handshake_trusted_through_the_system_store(host):
     """A real server with the installed certificate and key; Python trusts it with default settings."""
     name = _name(host)
     host.run("systemctl stop tls-probe; systemctl reset-failed tls-probe")
-    started = host.run(f"systemd-run --unit=tls-probe openssl s_server -quiet -accept 9443 -cert {CERT} -cert_chain {CERT} -key {KEY} -www")
+    started = host.run(
+        f"systemd-run --unit=tls-probe openssl s_server -quiet -accept 9443"
+        f" -cert {CERT} -cert_chain {CERT} -key {KEY} -www"
+    )
     assert started.rc == 0, started.stderr
     probe = (
         "import socket, ssl, time\n"
@@ -98,7 +103,7 @@ def test_tls_handshake_trusted_through_the_system_store(host):
         "print(tls.version(), tls.getpeercert()['subject'])\n"
     )
     try:
-        result = host.run(f"python3 -c \"{probe}\"")
+        result = host.run(f'python3 -c "{probe}"')
     finally:
         host.run("systemctl stop tls-probe")
     assert result.rc == 0, result.stderr
@@ -144,8 +149,9 @@ def test_wrong_ca_passphrase_fails_and_leaves_the_ca_and_certificates_alone(ansi
     ca_before = {p: (EPHEMERAL / "tls-ca" / p).read_bytes() for p in ("ca.key", "ca.crt")}
     hosts = [_host(name) for name in SELF_SIGNED]
     before = [_sums(h, CERT, KEY) for h in hosts]
-    run = ansible_playbook(extra_vars={"tls_ca_private_key_passphrase": "not-the-passphrase-0123456789"},
-                           limit="self_signed")
+    run = ansible_playbook(
+        extra_vars={"tls_ca_private_key_passphrase": "not-the-passphrase-0123456789"}, limit="self_signed"
+    )
     assert run.rc != 0
     assert "passphrase" in run.output
     assert {p: (EPHEMERAL / "tls-ca" / p).read_bytes() for p in ca_before} == ca_before
@@ -154,7 +160,7 @@ def test_wrong_ca_passphrase_fails_and_leaves_the_ca_and_certificates_alone(ansi
 
 def _days_left(host) -> int:
     end = _openssl(host, "x509 -noout -enddate -in", CERT).split("=", 1)[1]
-    left = dt.datetime.strptime(end, "%b %d %H:%M:%S %Y %Z") - dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+    left = dt.datetime.strptime(end, "%b %d %H:%M:%S %Y %Z") - dt.datetime.now(dt.UTC).replace(tzinfo=None)
     return left.days
 
 
@@ -165,10 +171,12 @@ def test_certificate_close_to_expiry_is_renewed_by_the_same_ca(ansible_playbook)
     serials = [_serial(h) for h in hosts]
     keys = [_sums(h, KEY) for h in hosts]
     window = max(_days_left(h) for h in hosts) + 1
-    run = ansible_playbook(extra_vars={"tls_self_signed_validity_days": window + 1, "tls_self_signed_renew_before_days": window},
-                           limit="self_signed")
+    run = ansible_playbook(
+        extra_vars={"tls_self_signed_validity_days": window + 1, "tls_self_signed_renew_before_days": window},
+        limit="self_signed",
+    )
     assert run.rc == 0, run.output[-3000:]
-    assert all(a != b for a, b in zip([_serial(h) for h in hosts], serials))
+    assert all(a != b for a, b in zip([_serial(h) for h in hosts], serials, strict=True))
     assert [_sums(h, KEY) for h in hosts] == keys, "renewal reuses the host's key"
     assert (EPHEMERAL / "tls-ca" / "ca.crt").read_bytes() == ca_before
     for h in hosts:
