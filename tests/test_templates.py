@@ -58,7 +58,7 @@ def role_variables(role: str) -> dict[str, Any]:
         if path.exists():
             variables.update(load_yaml(path) or {})
     variables = trusted(variables)
-    facts = dict(FACTS)
+    facts = {name: variables.get(name, value) for name, value in FACTS.items()}  # sample_vars may refine
     variables.update(facts)
     variables["ansible_facts"] = {k.removeprefix("ansible_"): v for k, v in facts.items()}
     # Facts a role gathers itself (package_facts, ...), given by its sample_vars file.

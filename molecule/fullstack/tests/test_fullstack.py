@@ -59,6 +59,12 @@ def test_site_answers_over_tls_with_redis_and_database_ok():
     assert body["checks"]["database"]["status"] == "ok"
 
 
+def test_one_request_id_per_answer_echoing_the_clients():
+    req = urllib.request.Request(BASE_URL + "/api/v1/asset-classes", headers={"X-Request-ID": "fullstack-rid-1"})
+    with urllib.request.urlopen(req, context=tls_context(), timeout=10) as resp:
+        assert resp.headers.get_all("X-Request-ID") == ["fullstack-rid-1"]
+
+
 def test_both_app_hosts_run_the_same_release_in_their_live_slot():
     releases = set()
     for name in ("fullstack-app1", "fullstack-app2"):
