@@ -46,3 +46,4 @@ lock: ## re-pin requirements.lock from the direct pins in pyproject.toml
 	rm -rf .build/lock-venv && python3 -m venv .build/lock-venv
 	.build/lock-venv/bin/pip install --quiet $$(python3 -c "import tomllib; print(' '.join(tomllib.load(open('pyproject.toml','rb'))['project']['dependencies']))")
 	{ echo "# What CI installs into .venv (make setup). Regenerate with: make lock"; .build/lock-venv/bin/pip freeze; } > requirements.lock
+	rm -rf .build/lock-venv

@@ -22,7 +22,7 @@ HOSTS = {  # instance -> (published HTTPS port, published HTTP port)
 }
 CA_ON_HOST = "/usr/local/share/ca-certificates/server-asset-classes-ca.crt"  # the tls role's tls_ca_certificate_path
 EPHEMERAL = Path(os.environ["MOLECULE_EPHEMERAL_DIRECTORY"])
-SSLYZE = os.environ.get("SSLYZE", shutil.which("sslyze") or "/opt/sslyze-venv/bin/sslyze")
+SSLYZE = os.environ.get("SSLYZE") or shutil.which("sslyze") or "sslyze"  # from the toolkit venv
 
 
 def _host(name: str):
