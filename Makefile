@@ -2,20 +2,27 @@
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 VENV := .venv
-# Molecule and the tests call ansible-* and molecule from the venv.
+# sslyze needs cryptography<47, which the toolkit's own venv cannot have (see requirements-sslyze.lock).
+SSLYZE_VENV := .venv-sslyze
+# Molecule and the tests call ansible-* and molecule from the venv; the nginx tests read SSLYZE.
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+export SSLYZE := $(CURDIR)/$(SSLYZE_VENV)/bin/sslyze
 
 .PHONY: help setup testbed images demo sandbox-destroy test lint toolkit-tests service-tests molecule bench lock
 
 help: ## list the entry points
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
 
-setup: $(VENV)/.installed testbed ## controller venv, Docker engine and the Debian base images
+setup: $(VENV)/.installed $(SSLYZE_VENV)/.installed testbed ## controller venvs, Docker engine and the Debian base images
 
 $(VENV)/.installed: requirements.lock
 	python3 -m venv $(VENV)
-	$(VENV)/bin/pip install --quiet --upgrade pip
 	$(VENV)/bin/pip install --quiet --requirement requirements.lock
+	touch $@
+
+$(SSLYZE_VENV)/.installed: requirements-sslyze.lock
+	python3 -m venv $(SSLYZE_VENV)
+	$(SSLYZE_VENV)/bin/pip install --quiet --requirement requirements-sslyze.lock
 	touch $@
 
 testbed: ## start (installing if needed) the Docker engine; build missing base images
@@ -46,4 +53,8 @@ lock: ## re-pin requirements.lock from the direct pins in pyproject.toml
 	rm -rf .build/lock-venv && python3 -m venv .build/lock-venv
 	.build/lock-venv/bin/pip install --quiet $$(python3 -c "import tomllib; print(' '.join(tomllib.load(open('pyproject.toml','rb'))['project']['dependencies']))")
 	{ echo "# What CI installs into .venv (make setup). Regenerate with: make lock"; .build/lock-venv/bin/pip freeze; } > requirements.lock
+	rm -rf .build/lock-venv && python3 -m venv .build/lock-venv
+	.build/lock-venv/bin/pip install --quiet $$(grep -o '^sslyze==.*' requirements-sslyze.lock)
+	{ sed -n '1,3p' requirements-sslyze.lock; .build/lock-venv/bin/pip freeze; } > requirements-sslyze.lock.new
+	mv requirements-sslyze.lock.new requirements-sslyze.lock
 	rm -rf .build/lock-venv
