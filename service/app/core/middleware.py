@@ -9,9 +9,9 @@ import re
 import time
 import uuid
 
-import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.core.asgi import send_json
 from app.core.logging import request_id_var
 from app.core.metrics import ERRORS, LATENCY, REQUESTS
 
@@ -61,12 +61,16 @@ class RequestContextMiddleware:
                 "request timed out after %.1fs", self.timeout, extra={"path": scope["path"]}
             )
             if not started:
-                await self._error(send_wrapper, 504, "Request timed out", request_id)
+                await send_json(
+                    send_wrapper, 504, {"detail": "Request timed out", "request_id": request_id}
+                )
         except Exception:
             ERRORS.labels("exception").inc()
             logger.exception("unhandled error", extra={"path": scope["path"]})
             if not started:
-                await self._error(send_wrapper, 500, "Internal Server Error", request_id)
+                await send_json(
+                    send_wrapper, 500, {"detail": "Internal Server Error", "request_id": request_id}
+                )
         finally:
             elapsed = time.perf_counter() - start
             route = scope.get("route")
@@ -87,18 +91,3 @@ class RequestContextMiddleware:
                     },
                 )
             request_id_var.reset(token)
-
-    @staticmethod
-    async def _error(send: Send, status: int, detail: str, request_id: str) -> None:
-        payload = orjson.dumps({"detail": detail, "request_id": request_id})
-        await send(
-            {
-                "type": "http.response.start",
-                "status": status,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(payload)).encode()),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": payload})

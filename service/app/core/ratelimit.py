@@ -12,9 +12,9 @@ from __future__ import annotations
 import logging
 import math
 
-import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.core.asgi import send_json
 from app.core.config import Settings
 from app.core.metrics import RATE_LIMITED
 from app.core.net import client_ip, parse_networks
@@ -98,7 +98,7 @@ class RateLimitMiddleware:
             RATE_LIMITED.labels("limit").inc()
             retry_after = max(1, math.ceil((1 - remaining) / self.rate))
             logger.info("rate limited", extra={"client_key": key, "path": scope["path"]})
-            await self._reply(
+            await send_json(
                 send,
                 429,
                 {"detail": "Too Many Requests", "retry_after": retry_after},
@@ -118,24 +118,4 @@ class RateLimitMiddleware:
             await self.app(scope, receive, send)
             return
         RATE_LIMITED.labels("backend_down").inc()
-        await self._reply(
-            send, 503, {"detail": "Rate limiter unavailable"}, [(b"retry-after", b"1")]
-        )
-
-    @staticmethod
-    async def _reply(
-        send: Send, status: int, body: dict[str, object], headers: list[tuple[bytes, bytes]]
-    ) -> None:
-        payload = orjson.dumps(body)
-        await send(
-            {
-                "type": "http.response.start",
-                "status": status,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(payload)).encode()),
-                    *headers,
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": payload})
+        await send_json(send, 503, {"detail": "Rate limiter unavailable"}, [(b"retry-after", b"1")])
