@@ -8,7 +8,7 @@ SSLYZE_VENV := .venv-sslyze
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export SSLYZE := $(CURDIR)/$(SSLYZE_VENV)/bin/sslyze
 
-.PHONY: help setup testbed images demo sandbox-destroy test lint toolkit-tests service-tests molecule bench lock
+.PHONY: help setup testbed images demo sandbox-destroy test test-fullstack lint molecule bench lock
 
 help: ## list the entry points
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -37,8 +37,11 @@ demo: setup ## the whole stack on local containers (the local sandbox), answerin
 sandbox-destroy: ## remove the local sandbox's containers
 	ansible-playbook playbooks/sandbox.yml --tags destroy -e sandbox_state=absent
 
-test: setup ## every test: lint, toolkit tests, service tests, every Molecule scenario
+test: setup ## every test: lint, toolkit tests, service tests, every role's Molecule scenarios
 	scripts/test.sh
+
+test-fullstack: setup ## the multi-host scenario (molecule/fullstack), on demand for now (see scripts/test.sh)
+	scripts/test.sh fullstack
 
 lint: $(VENV)/.installed ## yamllint, ansible-lint (production profile), ruff
 	scripts/test.sh lint
