@@ -3,22 +3,28 @@
 # Saturation: wrk (closed loop, max throughput). Fixed-rate latency: openloop.py (open loop).
 # Everything on loopback; Redis and SQLite are private to the run. Writes a JSON report.
 #   bench/service/run.sh [--workers 2] [--duration 20]
+#   bench/service/run.sh --ratio-only [--samples 200]   # only cache_ratio.py (rate limiting off),
+#                                                        # JSON on stdout, the report left alone
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 SERVICE="$(cd "${HERE}/../../service" && pwd)"
 WORKERS=2
 DURATION=20
+RATIO_ONLY=0
+SAMPLES=200
 while (($#)); do
     case "$1" in
         --workers) WORKERS="$2"; shift 2 ;;
         --duration) DURATION="$2"; shift 2 ;;
+        --ratio-only) RATIO_ONLY=1; shift ;;
+        --samples) SAMPLES="$2"; shift 2 ;;
         *) echo "unknown argument $1" >&2; exit 2 ;;
     esac
 done
 export DEBIAN_FRONTEND=noninteractive
 missing=()
-command -v wrk >/dev/null || missing+=(wrk)
+((RATIO_ONLY)) || command -v wrk >/dev/null || missing+=(wrk)
 command -v redis-server >/dev/null || missing+=(redis-server)
 if ((${#missing[@]})); then apt-get update -qq && apt-get install -y -qq "${missing[@]}" >/dev/null; fi
 [[ -x "${SERVICE}/.venv/bin/gunicorn" ]] || bash "${SERVICE}/scripts/test.sh" -q -x >/dev/null
@@ -80,6 +86,12 @@ run_mode() {  # label
     list_url="${BASE}/api/v1/asset-classes"
     cf_url="${BASE}/api/v1/asset-pools/${pool}/cashflows"
     curl -sf -X POST "${cf_url}" -H 'Content-Type: application/json' -d "${body}" >/dev/null  # fill the cache
+    if ((RATIO_ONLY)); then
+        "${PY}" "${HERE}/cache_ratio.py" 127.0.0.1 "${APP_PORT}" "${pool}" "${SAMPLES}"
+        stop_app
+        return
+    fi
+    # wrk and openloop.py send no Accept-Encoding: they measure identity clients.
     echo "== ${label}: saturation (wrk -t2 -c64 -d${DURATION}s)" >&2
     local list_rps cf_rps
     list_rps="$(wrk_rps "${list_url}")"
@@ -98,7 +110,7 @@ run_mode() {  # label
         echo "   cashflow @${pct}% (${rate}/s): ${r}" >&2
         results+=",{\"endpoint\": \"cached_cashflow\", \"pct_of_saturation\": ${pct}, \"result\": ${r}}"
     done
-    r="$("${PY}" "${HERE}/cache_ratio.py" 127.0.0.1 "${APP_PORT}" "${pool}" 200)"
+    r="$("${PY}" "${HERE}/cache_ratio.py" 127.0.0.1 "${APP_PORT}" "${pool}" "${SAMPLES}")"
     echo "   cache ratio: ${r}" >&2
     results+="], \"cache_ratio\": ${r}}"
     stop_app
@@ -108,6 +120,7 @@ run_mode() {  # label
 MODES=()
 export RATE_LIMIT_ENABLED=false
 run_mode "rate_limit_off"
+((RATIO_ONLY)) && exit 0
 # Rate limiting on, with a limit high enough that nothing is refused: this measures its cost
 # (one Redis EVALSHA per request), not its refusals.
 export RATE_LIMIT_ENABLED=true RATE_LIMIT_DEFAULT="1000000/second" RATE_LIMIT_BURST=1000000

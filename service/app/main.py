@@ -11,11 +11,11 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from sqlalchemy.orm import sessionmaker
-from starlette.middleware.gzip import GZipMiddleware
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from app import __version__
 from app.api.routes import admin, analyses, asset_classes, asset_pools, health
+from app.core.compression import GZipMiddleware
 from app.core.config import Settings, get_settings
 from app.core.db import make_engine
 from app.core.logging import configure_logging

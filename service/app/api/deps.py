@@ -19,38 +19,42 @@ from app.services.reference import ReferenceCache
 
 bearer = HTTPBearer(auto_error=False, description="JWT minted with `asset-classes-token`")
 
+# The getters below only read app.state, so they are `async def`: FastAPI runs a plain `def`
+# dependency in the thread pool, a thread hop per dependency on every request.
 
-def get_settings_dep(request: Request) -> Settings:
+
+async def get_settings_dep(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 
 
-def get_sessions(request: Request) -> sessionmaker[Session]:
+async def get_sessions(request: Request) -> sessionmaker[Session]:
     sessions: sessionmaker[Session] = request.app.state.sessions
     return sessions
 
 
 def get_session(request: Request) -> Iterator[Session]:
-    with get_sessions(request)() as session:
+    sessions: sessionmaker[Session] = request.app.state.sessions
+    with sessions() as session:
         yield session
 
 
-def get_redis(request: Request) -> RedisManager:
+async def get_redis(request: Request) -> RedisManager:
     manager: RedisManager = request.app.state.redis
     return manager
 
 
-def get_cache(request: Request) -> ProjectionCache:
+async def get_cache(request: Request) -> ProjectionCache:
     cache: ProjectionCache = request.app.state.cache
     return cache
 
 
-def get_reference(request: Request) -> ReferenceCache:
+async def get_reference(request: Request) -> ReferenceCache:
     reference: ReferenceCache = request.app.state.reference
     return reference
 
 
-def get_jobs(request: Request) -> JobStore:
+async def get_jobs(request: Request) -> JobStore:
     jobs: JobStore = request.app.state.jobs
     return jobs
 

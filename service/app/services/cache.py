@@ -1,9 +1,13 @@
 """Projection cache in Redis.
 
-Key: cf:{pool_id}:v{pool_version}:{digest(assumptions, reference data)}; the pool version comes from
-the database row, so a changed pool can never be answered from an older entry even if an
-invalidation was missed while Redis was down. Each pool also has an index set cf:idx:{pool_id} so
-that a change deletes its entries at once (no SCAN over the keyspace).
+Key: cf:{pool_id}:v{pool_version}:gz:{digest(assumptions, reference data)}. The pool version comes
+from the database row (read on every request, hits included), so a changed pool can never be
+answered from an older entry even if an invalidation was missed while Redis was down. Each pool
+also has an index set cf:idx:{pool_id} so that a change deletes its entries at once (no SCAN).
+Values are the response body already gzip-compressed (`app.core.compression.gzip_bytes`): a hit is
+sent as stored to clients that accept gzip. `gz` in the key keeps these apart from entries of the
+earlier format (plain JSON) while both releases share one Redis during a blue/green switch, and a
+value that is not gzip is treated as a miss.
 TTL by data tier of the pool's asset class: CACHE_TTL_STABLE or CACHE_TTL_DYNAMIC.
 """
 
@@ -14,6 +18,7 @@ import logging
 
 import orjson
 
+from app.core.compression import GZIP_MAGIC
 from app.core.config import Settings
 from app.core.metrics import CACHE_ERRORS, CACHE_HITS, CACHE_MISSES
 from app.core.redis import REDIS_ERRORS, RedisManager
@@ -26,7 +31,7 @@ def cache_key(pool_id: int, version: int, assumptions: dict[str, object], ref_ha
     digest = hashlib.sha256(
         orjson.dumps(assumptions, option=orjson.OPT_SORT_KEYS) + ref_hash.encode()
     ).hexdigest()[:32]
-    return f"cf:{pool_id}:v{version}:{digest}"
+    return f"cf:{pool_id}:v{version}:gz:{digest}"
 
 
 def ttl_for(tier: str, settings: Settings) -> int:
@@ -43,6 +48,7 @@ class ProjectionCache:
         return self.settings.enable_caching and self.redis.available
 
     async def get(self, key: str) -> bytes | None:
+        """The stored gzip body, or None (miss, caching off, Redis unavailable)."""
         if not self.enabled:
             CACHE_MISSES.labels(CACHE_NAME).inc()
             return None
@@ -53,12 +59,16 @@ class ProjectionCache:
             CACHE_ERRORS.labels(CACHE_NAME).inc()
             CACHE_MISSES.labels(CACHE_NAME).inc()
             return None
-        (CACHE_HITS if value is not None else CACHE_MISSES).labels(CACHE_NAME).inc()
         if isinstance(value, str):
-            return value.encode()
+            value = value.encode()
+        if value is not None and not value.startswith(GZIP_MAGIC):
+            logger.warning("cache entry is not gzip, ignored", extra={"key": key})
+            value = None
+        (CACHE_HITS if value is not None else CACHE_MISSES).labels(CACHE_NAME).inc()
         return value
 
     async def set(self, pool_id: int, key: str, value: bytes, ttl: int) -> None:
+        """Store a gzip body (see `get`) and index it under its pool."""
         if not self.enabled:
             return
         index = f"cf:idx:{pool_id}"

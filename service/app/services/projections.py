@@ -6,7 +6,7 @@ import dataclasses
 from dataclasses import dataclass
 
 import orjson
-from sqlalchemy import select
+from sqlalchemy import Row, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.models import AssetPool
@@ -24,29 +24,42 @@ class PoolSnapshot:
     wam: int
     servicing_fee: float
 
-    @classmethod
-    def of(cls, pool: AssetPool) -> PoolSnapshot:
-        return cls(
-            id=pool.id,
-            version=pool.version,
-            asset_class_code=pool.asset_class_code,
-            current_balance=float(pool.current_balance),
-            wac=pool.wac,
-            wam=pool.wam,
-            servicing_fee=pool.servicing_fee,
-        )
+
+# Only the columns a projection needs: no ORM object, no join to the asset class (AssetPool loads
+# it eagerly). This read runs on every cashflow request, cache hits included.
+_COLUMNS = (
+    AssetPool.id,
+    AssetPool.version,
+    AssetPool.asset_class_code,
+    AssetPool.current_balance,
+    AssetPool.wac,
+    AssetPool.wam,
+    AssetPool.servicing_fee,
+)
+
+
+def _snapshot(row: Row[int, int, str, float, float, int, float]) -> PoolSnapshot:
+    return PoolSnapshot(
+        id=row.id,
+        version=row.version,
+        asset_class_code=row.asset_class_code,
+        current_balance=float(row.current_balance),
+        wac=row.wac,
+        wam=row.wam,
+        servicing_fee=row.servicing_fee,
+    )
 
 
 def load_pool(sessions: sessionmaker[Session], pool_id: int) -> PoolSnapshot | None:
     with sessions() as session:
-        pool = session.get(AssetPool, pool_id)
-        return PoolSnapshot.of(pool) if pool is not None else None
+        row = session.execute(select(*_COLUMNS).where(AssetPool.id == pool_id)).first()
+        return _snapshot(row) if row is not None else None
 
 
 def load_pools(sessions: sessionmaker[Session], pool_ids: list[int]) -> list[PoolSnapshot]:
     with sessions() as session:
-        rows = session.scalars(select(AssetPool).where(AssetPool.id.in_(pool_ids))).unique()
-        return [PoolSnapshot.of(p) for p in rows]
+        rows = session.execute(select(*_COLUMNS).where(AssetPool.id.in_(pool_ids)))
+        return [_snapshot(row) for row in rows]
 
 
 def resolve(req: AssumptionsIn | None, asset_class: dict[str, object], wam: int) -> Assumptions:

@@ -1,13 +1,22 @@
 from __future__ import annotations
 
+import gzip
+import json
 from typing import Any
 
+import fastapi.dependencies.utils
 import pytest
 import redis
+import redis.asyncio
 from fastapi.testclient import TestClient
 
+from app.core.compression import GZIP_MAGIC
+from app.main import create_app
 from app.services.cashflow import Assumptions, project
 from tests.conftest import POOL, metric_value
+
+GZIP = {"Accept-Encoding": "gzip"}
+IDENTITY = {"Accept-Encoding": "identity"}
 
 
 def url(pool: dict[str, Any]) -> str:
@@ -108,29 +117,166 @@ def test_a_pool_change_invalidates_its_entries(
     assert again.json()["cashflows"][0]["beginning_balance"] == 500_000
 
 
+@pytest.mark.parametrize("encoding", [GZIP, IDENTITY])
 def test_stale_entry_is_never_served_even_if_invalidation_was_missed(
-    client: TestClient, auth: dict[str, str], pool: dict[str, Any], redis_client: redis.Redis
+    client: TestClient,
+    auth: dict[str, str],
+    pool: dict[str, Any],
+    redis_client: redis.Redis,
+    encoding: dict[str, str],
 ) -> None:
-    client.post(url(pool))
+    client.post(url(pool), headers=encoding)
     keys = redis_client.keys(f"cf:{pool['id']}:*")
     saved = {k: redis_client.get(k) for k in keys}
     client.patch(f"/api/v1/asset-pools/{pool['id']}", json={"wac": 0.07}, headers=auth)
     for k, v in saved.items():  # as if the delete had been lost while Redis was away
         redis_client.set(k, v)
-    again = client.post(url(pool))
+    again = client.post(url(pool), headers=encoding)
     assert again.headers["x-cache"] == "MISS"
     assert again.json()["pool_version"] == 2
+    assert client.post(url(pool), headers=encoding).json()["pool_version"] == 2
 
 
-def test_caching_can_be_switched_off(make_settings: Any, pool: dict[str, Any]) -> None:
-    from app.main import create_app
+def test_a_failed_invalidation_is_harmless(
+    make_settings: Any,
+    auth: dict[str, str],
+    redis_client: redis.Redis,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Redis refuses the delete after the database commit: the old entries stay in Redis, and
+    still the next projection is computed from the new pool version (a MISS), then cached."""
+    with TestClient(create_app(make_settings(redis_down_backoff=0))) as c:
+        pool = c.post("/api/v1/asset-pools", json=POOL, headers=auth).json()
+        first = c.post(url(pool), headers=GZIP)
+        assert (first.headers["x-cache"], first.json()["pool_version"]) == ("MISS", 1)
+        assert c.post(url(pool), headers=GZIP).headers["x-cache"] == "HIT"
 
+        async def refuse(*_a: object, **_k: object) -> int:
+            raise redis.ConnectionError("Redis went away")
+
+        with monkeypatch.context() as m:
+            m.setattr(redis.asyncio.Redis, "delete", refuse)
+            patched = c.patch(
+                f"/api/v1/asset-pools/{pool['id']}", json={"current_balance": 400_000}, headers=auth
+            )
+        assert patched.status_code == 200
+        assert len(redis_client.keys(f"cf:{pool['id']}:v1:*")) == 1  # the stale entry is there
+        again = c.post(url(pool), headers=GZIP)
+        assert again.headers["x-cache"] == "MISS"
+        assert again.json()["pool_version"] == 2
+        assert again.json()["cashflows"][0]["beginning_balance"] == 400_000
+        for headers in (GZIP, IDENTITY):
+            hit = c.post(url(pool), headers=headers)
+            assert hit.headers["x-cache"] == "HIT"
+            assert hit.json() == again.json()
+
+
+def test_caching_can_be_switched_off(
+    make_settings: Any, pool: dict[str, Any], redis_client: redis.Redis
+) -> None:
     with TestClient(create_app(make_settings(enable_caching=False))) as c:
         assert c.post(url(pool)).headers["x-cache"] == "MISS"
         assert c.post(url(pool)).headers["x-cache"] == "MISS"
+        identity = c.post(url(pool), headers=IDENTITY)
+        assert "content-encoding" not in identity.headers
+        gzipped = c.post(url(pool), headers=GZIP)
+        assert gzipped.headers["content-encoding"] == "gzip"
+        assert gzipped.json() == identity.json()
+    assert redis_client.keys("cf:*") == []
 
 
-def test_large_projection_is_gzipped(client: TestClient, pool: dict[str, Any]) -> None:
-    resp = client.post(url(pool), headers={"Accept-Encoding": "gzip"})
-    assert resp.headers["content-encoding"] == "gzip"
-    assert len(resp.json()["cashflows"]) == 372
+def raw_post(client: TestClient, path: str, headers: dict[str, str]) -> tuple[Any, bytes]:
+    """POST and return (headers, body as sent on the wire, not decoded)."""
+    with client.stream("POST", path, headers=headers) as resp:
+        assert resp.status_code == 200
+        return resp.headers, b"".join(resp.iter_raw())
+
+
+def test_hit_is_the_stored_gzip_sent_as_is(
+    client: TestClient, pool: dict[str, Any], redis_client: redis.Redis
+) -> None:
+    miss_headers, miss_raw = raw_post(client, url(pool), GZIP)
+    (key,) = redis_client.keys(f"cf:{pool['id']}:v1:gz:*")
+    stored = redis_client.get(key)
+    assert stored is not None
+    assert stored.startswith(GZIP_MAGIC)
+    assert len(stored) < 125_000 / 2  # the 125 kB body is stored compressed
+    hit_headers, hit_raw = raw_post(client, url(pool), GZIP)
+    for headers, raw, tag in ((miss_headers, miss_raw, "MISS"), (hit_headers, hit_raw, "HIT")):
+        assert headers["x-cache"] == tag
+        assert headers["content-encoding"] == "gzip"
+        assert headers["content-type"] == "application/json"
+        assert headers.get_list("vary") == ["Accept-Encoding"]
+        assert int(headers["content-length"]) == len(raw)
+        assert raw == stored  # compressed once, when computed; never again by the middleware
+    body = json.loads(gzip.decompress(hit_raw))
+    assert len(body["cashflows"]) == 372
+    assert body["pool_version"] == 1
+
+
+@pytest.mark.parametrize("accept", ["identity", "gzip;q=0", "br", ""])
+def test_client_without_gzip_gets_the_same_json(
+    client: TestClient, pool: dict[str, Any], accept: str
+) -> None:
+    gzipped = client.post(url(pool), headers=GZIP)  # MISS, stored compressed
+    plain_headers, plain_raw = raw_post(client, url(pool), {"Accept-Encoding": accept})
+    assert plain_headers["x-cache"] == "HIT"
+    assert "content-encoding" not in plain_headers
+    assert plain_headers.get_list("vary") == ["Accept-Encoding"]
+    assert int(plain_headers["content-length"]) == len(plain_raw)
+    assert json.loads(plain_raw) == gzipped.json()
+
+
+@pytest.mark.parametrize("first", [GZIP, IDENTITY])
+def test_miss_and_hit_answer_alike_for_both_kinds_of_client(
+    client: TestClient, pool: dict[str, Any], first: dict[str, str]
+) -> None:
+    assumptions = {"cpr": 0.08, "months": 240}
+    miss = client.post(url(pool), json=assumptions, headers=first)
+    assert miss.headers["x-cache"] == "MISS"
+    for headers in (GZIP, IDENTITY):
+        hit = client.post(url(pool), json=assumptions, headers=headers)
+        assert hit.headers["x-cache"] == "HIT"
+        assert hit.json() == miss.json()
+        assert ("content-encoding" in hit.headers) is (headers is GZIP)
+
+
+def test_small_identity_answer_still_varies(client: TestClient, pool: dict[str, Any]) -> None:
+    # Under the GZip middleware's 1 kB minimum it adds no Vary; the route does.
+    for _ in ("miss", "hit"):
+        resp = client.post(url(pool), json={"months": 1, "recovery_lag": 0}, headers=IDENTITY)
+        assert len(resp.content) < 1024
+        assert resp.headers.get_list("vary") == ["Accept-Encoding"]
+
+
+def test_entry_that_is_not_gzip_is_a_miss_and_is_replaced(
+    client: TestClient, pool: dict[str, Any], redis_client: redis.Redis
+) -> None:
+    first = client.post(url(pool), headers=GZIP)
+    (key,) = redis_client.keys(f"cf:{pool['id']}:v1:gz:*")
+    redis_client.set(key, first.content)  # plain JSON, e.g. written by an older release
+    again = client.post(url(pool), headers=GZIP)
+    assert again.headers["x-cache"] == "MISS"
+    assert again.json() == first.json()
+    stored = redis_client.get(key)
+    assert stored is not None
+    assert stored.startswith(GZIP_MAGIC)
+    assert client.post(url(pool), headers=GZIP).headers["x-cache"] == "HIT"
+
+
+def test_request_dependencies_do_not_use_the_thread_pool(
+    client: TestClient, pool: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Settings, sessions, cache and reference data are plain attribute reads: as `def`
+    dependencies FastAPI would run each in a worker thread (4 thread hops on every projection)."""
+    calls: list[str] = []
+    original = fastapi.dependencies.utils.run_in_threadpool
+
+    async def counting(func: Any, *args: Any, **kwargs: Any) -> Any:
+        calls.append(getattr(func, "__name__", repr(func)))
+        return await original(func, *args, **kwargs)
+
+    monkeypatch.setattr(fastapi.dependencies.utils, "run_in_threadpool", counting)
+    assert client.post(url(pool)).status_code == 200
+    assert client.get("/api/v1/asset-classes").status_code == 200
+    assert calls == []
