@@ -31,6 +31,3 @@ for ver in "$@"; do
   mv "$out/wheelhouse-py$ver.tar.tmp" "$out/wheelhouse-py$ver.tar"
   touch "$out/.complete-py$ver"
 done
-marker=.complete
-for ver in "$@"; do marker+="-py$ver"; done
-touch "$out/$marker"
