@@ -40,7 +40,7 @@ sandbox-destroy: ## remove the local sandbox's containers
 test: setup ## every test: lint, toolkit tests, service tests, every role's Molecule scenarios
 	scripts/test.sh
 
-test-fullstack: setup ## the multi-host scenario (molecule/fullstack), on demand for now (see scripts/test.sh)
+test-fullstack: setup ## only the multi-host scenario (molecule/fullstack); make test runs it too
 	scripts/test.sh fullstack
 
 lint: $(VENV)/.installed ## yamllint, ansible-lint (production profile), ruff
