@@ -35,7 +35,7 @@ demo: setup ## the whole stack on local containers (the local sandbox), answerin
 	ansible-playbook playbooks/sandbox.yml
 
 sandbox-destroy: ## remove the local sandbox's containers
-	ansible-playbook playbooks/sandbox.yml --tags destroy -e sandbox_state=absent
+	ansible-playbook playbooks/sandbox-destroy.yml
 
 test: setup ## every test: lint, toolkit tests, service tests, every role's Molecule scenarios
 	scripts/test.sh

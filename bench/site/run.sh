@@ -25,7 +25,7 @@ secs() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1f", b - a }'; }
 recap() { grep -E '^asset-sandbox +:' "$1" | tail -1 | sed 's/  */ /g'; }
 in_sandbox() { docker exec asset-sandbox "$@"; }
 
-ansible-playbook playbooks/sandbox.yml -e sandbox_state=absent --tags destroy > "$work/destroy.log"
+ansible-playbook playbooks/sandbox-destroy.yml > "$work/destroy.log"
 rm -rf .cache/facts
 
 t0=$(now)
