@@ -4,6 +4,7 @@
 #   2. the no-op re-run of the whole site, which must report changed=0 (target: <= 20 s)
 #   3. an app-only deploy (playbooks/deploy.yml, a new release id) while hey sends requests through
 #      nginx over TLS for the whole deploy                              (target: <= 30 s, 0 failed)
+#      and then playbooks/rollback.yml the same way
 #   4. requests/s through nginx with TLS vs straight to Gunicorn, same endpoint, side by side,
 #      three alternating rounds of wrk inside the container, medians (target: ratio >= 0.7)
 # The sandbox is recreated from scratch (make sandbox-destroy first) and left running afterwards.
@@ -35,16 +36,24 @@ ansible-playbook playbooks/sandbox.yml "${limits[@]}" > "$work/noop.log"
 t2=$(now)
 
 in_sandbox apt-get install -y -qq hey wrk > /dev/null
-in_sandbox systemd-run --unit=bench-load -p StandardOutput=file:/tmp/hey.out \
-  hey -z 10m -c 8 -q 50 https://localhost/health > /dev/null
-sleep 2
-t3=$(now)
-ansible-playbook playbooks/deploy.yml "${limits[@]}" -e app_release_id="bench-$(date +%s)" > "$work/deploy.log"
-t4=$(now)
-sleep 2
-in_sandbox systemctl kill -s INT bench-load
-sleep 2
-in_sandbox cat /tmp/hey.out > "$work/hey.out"
+# under_load NAME COMMAND...: run COMMAND while hey sends requests through nginx/TLS; its seconds
+# go to $NAME.secs, hey's summary to $NAME.hey
+under_load() {
+  local name=$1 started
+  shift
+  in_sandbox systemd-run --unit="bench-$name" -p StandardOutput="file:/tmp/hey-$name.out" \
+    hey -z 10m -c 8 -q 50 https://localhost:443/health > /dev/null
+  sleep 2
+  started=$(now)
+  "$@" > "$work/$name.log"
+  secs "$started" "$(now)" > "$work/$name.secs"
+  sleep 2
+  in_sandbox systemctl kill -s INT "bench-$name"
+  sleep 2
+  in_sandbox cat "/tmp/hey-$name.out" > "$work/$name.hey"
+}
+under_load deploy ansible-playbook playbooks/deploy.yml "${limits[@]}" -e app_release_id="bench-$(date +%s)"
+under_load rollback ansible-playbook playbooks/rollback.yml "${limits[@]}"
 
 live_port=$(in_sandbox python3 -c "import json; print({'blue': 8001, 'green': 8002}[json.load(open('/etc/ansible/facts.d/asset_classes_api.fact'))['live_slot']])")
 rps() { in_sandbox wrk -t2 -c32 -d10s "$1" | awk '/Requests\/sec/ {print $2}'; }
@@ -52,7 +61,7 @@ median() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1
 direct=() proxied=()
 for _ in 1 2 3; do
   direct+=("$(rps "http://127.0.0.1:${live_port}/api/v1/asset-classes")")
-  proxied+=("$(rps "https://localhost/api/v1/asset-classes")")
+  proxied+=("$(rps "https://localhost:443/api/v1/asset-classes")")
 done
 d=$(median "${direct[@]}") p=$(median "${proxied[@]}")
 
@@ -64,10 +73,12 @@ d=$(median "${direct[@]}") p=$(median "${proxied[@]}")
   echo "  $(recap "$work/converge.log")"
   echo "no-op re-run of the whole site:             $(secs "$t1" "$t2") s   (target <= 20 s)"
   echo "  $(recap "$work/noop.log")"
-  echo "app-only deploy under load:                 $(secs "$t3" "$t4") s   (target <= 30 s)"
-  echo "  $(recap "$work/deploy.log")"
-  echo "  hey through nginx/TLS for the whole deploy (8 connections, 50 req/s each):"
-  grep -E 'Total:|Requests/sec|\[[0-9]{3}\]|Error distribution|^\s+\[[0-9]+\]' "$work/hey.out" | sed 's/^/    /'
+  for name in deploy rollback; do
+    echo "app-only $name under load:               $(cat "$work/$name.secs") s   (target for the deploy <= 30 s)"
+    echo "  $(recap "$work/$name.log")"
+    echo "  hey through nginx/TLS for the whole $name and 2 s either side (8 connections, 50 req/s each):"
+    grep -E 'Total:|Requests/sec|\[[0-9]{3}\]|Error distribution|^\s+\[[0-9]+\]' "$work/$name.hey" | sed 's/^/    /'
+  done
   echo "requests/s, GET /api/v1/asset-classes, wrk -t2 -c32 -d10s inside the container, 3 alternating rounds:"
   echo "  straight to Gunicorn (slot port ${live_port}): ${direct[*]}  median $d"
   echo "  through nginx with TLS:                     ${proxied[*]}  median $p"
