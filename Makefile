@@ -37,7 +37,7 @@ demo: setup ## the whole stack on local containers (the local sandbox), answerin
 sandbox-destroy: ## remove the local sandbox's containers
 	ansible-playbook playbooks/sandbox-destroy.yml
 
-test: setup ## every test: lint, toolkit tests, service tests, every role's Molecule scenarios
+test: setup ## every test: lint, toolkit tests, service tests, every Molecule scenario, the full stack
 	scripts/test.sh
 
 test-fullstack: setup ## only the multi-host scenario (molecule/fullstack); make test runs it too
