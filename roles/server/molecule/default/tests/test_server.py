@@ -139,3 +139,29 @@ def test_hardening_without_any_admin_is_refused_before_touching_the_host(ansible
     assert run.rc != 0
     assert "define server_admin_users with at least one ssh key" in run.output
     assert all(counts["changed"] == 0 for counts in run.recap().values()), run.recap()
+
+
+
+def test_a_changed_file_is_reported_by_check_mode_and_put_back(ansible_playbook):
+    """Files in place are skipped without a round trip (path_state + needs_write); drift is not.
+
+    The play runs on every host (not --limit): the firewall lists the peers' addresses from their facts.
+    """
+    name, other = "server-debian12", "server-debian13"
+    host = _testbed_host(name)
+    sysctl, journal = "/etc/sysctl.d/60-server.conf", "/var/log/journal"
+    wanted = host.file(sysctl).content_string
+    host.run(f"echo 'vm.swappiness = 1' >> {sysctl} && chmod 0600 {sysctl} && chmod g-s {journal}")
+
+    check = ansible_playbook(check=True)
+    assert check.rc == 0, check.output
+    assert check.recap()[name]["changed"] >= 2 and check.recap()[other]["changed"] == 0, check.output
+    assert f"--- before: {sysctl}" in check.output and "-vm.swappiness = 1" in check.output
+    assert host.file(sysctl).mode == 0o600  # check mode changed nothing
+
+    run = ansible_playbook()
+    assert run.rc == 0, run.output
+    assert host.file(sysctl).content_string == wanted
+    assert host.file(sysctl).mode == 0o644
+    assert host.file(journal).mode == 0o2755
+    assert ansible_playbook().recap()[name]["changed"] == 0
