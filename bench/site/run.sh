@@ -82,7 +82,7 @@ d=$(median "${direct[@]}") p=$(median "${proxied[@]}")
     echo "app-only $name under load:               $(cat "$work/$name.secs") s   (target for the deploy <= 30 s)"
     echo "  $(recap "$work/$name.log")"
     echo "  hey through nginx/TLS for the whole $name and 2 s either side (8 connections, 50 req/s each):"
-    grep -E 'Total:|Requests/sec|\[[0-9]{3}\]|Error distribution|^\s+\[[0-9]+\]' "$work/$name.hey" | sed 's/^/    /'
+    grep -E 'Total:|Requests/sec|Error distribution|^\s+\[[0-9]+\]\s' "$work/$name.hey" | sed 's/^/    /'
   done
   echo "requests/s, GET /api/v1/asset-classes, wrk -t2 -c32 -d10s inside the container, 3 alternating rounds:"
   echo "  straight to Gunicorn (slot port ${live_port}): ${direct[*]}  median $d"
