@@ -98,6 +98,14 @@ def test_internal_ports_open_only_to_their_tier():
         app.run("systemctl stop probe-6379 probe-9100 probe-8080")
 
 
+def test_a_limited_run_keeps_the_peers_in_the_firewall(ansible_playbook):
+    """--limit to one host: the other hosts' addresses still come from their (gathered) facts."""
+    run = ansible_playbook(limit="server-debian12")
+    assert run.rc == 0, run.output
+    assert run.recap()["server-debian12"]["changed"] == 0, run.output
+    test_internal_ports_open_only_to_their_tier()
+
+
 def test_other_tables_survive_a_reload(host):
     host.run("nft add table inet othertool && nft add chain inet othertool keep")
     try:
