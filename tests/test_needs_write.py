@@ -6,6 +6,7 @@ import hashlib
 import importlib.util
 
 import pytest
+from ansible.errors import AnsibleFilterError
 from conftest import ROOT
 
 _spec = importlib.util.spec_from_file_location("needs_write", ROOT / "plugins" / "filter" / "needs_write.py")
@@ -21,7 +22,8 @@ FOUND = {
                         "checksum": hashlib.sha1(CONTENT.encode()).hexdigest()},
         "/etc/d": {"type": "directory", "mode": "2755", "owner": "root", "group": "systemd-journal"},
         "/etc/link": {"type": "link", "mode": "0777", "owner": "root", "group": "root"},
-    }
+    },
+    "missing": ["/etc/missing.conf"],
 }
 
 
@@ -52,5 +54,6 @@ def test_any_difference_runs_the_task(args, kwargs):
     assert needs_write(FOUND, *args, **kwargs) is True
 
 
-def test_nothing_read_runs_every_task():
-    assert needs_write({}, "/etc/a.conf", CONTENT, "0644") is True
+def test_a_path_the_role_did_not_read_is_an_error():
+    with pytest.raises(AnsibleFilterError, match="/etc/unlisted.conf was not read by path_state"):
+        needs_write(FOUND, "/etc/unlisted.conf", CONTENT, "0644")

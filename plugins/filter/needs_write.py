@@ -10,7 +10,8 @@ module (plugins/modules) and guards each task with
 
 The guard only ever skips a task that would have reported "ok": the task runs, with its own
 validation, diff and check mode, whenever the content (SHA-1), type, mode, owner or group differ
-or the path is missing.
+or the path is missing. A path the role did not read is an error, not a silent extra round trip:
+add it to the role's __<role>_managed_paths.
 """
 
 from __future__ import annotations
@@ -18,12 +19,15 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
+from ansible.errors import AnsibleFilterError
+
 
 def needs_write(
     found: dict[str, Any],
     path: str,
     content: str | None = None,
     mode: str | None = None,
+    *,
     owner: str = "root",
     group: str = "root",
 ) -> bool:
@@ -34,6 +38,10 @@ def needs_write(
     """
     now = found.get("paths", {}).get(path)
     if now is None:
+        if path not in found.get("missing", []):
+            raise AnsibleFilterError(
+                f"needs_write: {path} was not read by path_state; add it to the role's managed paths"
+            )
         return True
     if content is None:
         if now["type"] != "directory":

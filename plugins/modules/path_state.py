@@ -8,7 +8,8 @@ module: path_state
 short_description: Type, mode, owner, group and SHA-1 of many paths in one call
 description:
   - Reads each listed path with lstat (links are not followed) and, for regular files, its SHA-1.
-  - A missing path is left out of the result. Never changes anything; runs in check mode.
+  - A missing path is left out of C(paths) and listed in C(missing). Never changes anything; runs in
+    check mode.
   - A role reads every path it manages with one call, and the needs_write filter then skips each
     template, copy or directory task whose path is already as that task would leave it.
 options:
@@ -33,6 +34,11 @@ paths:
   type: dict
   sample:
     /etc/nftables.conf: {type: file, mode: "0644", owner: root, group: root, checksum: "1f0a..."}
+missing:
+  description: The paths asked for that do not exist.
+  returned: always
+  type: list
+  elements: str
 """
 
 import grp
@@ -55,11 +61,12 @@ def main() -> None:
         argument_spec={"paths": {"type": "list", "elements": "path", "required": True}},
         supports_check_mode=True,
     )
-    states = {}
+    states, missing = {}, []
     for path in module.params["paths"]:
         try:
             st = os.lstat(path)
         except (FileNotFoundError, NotADirectoryError):
+            missing.append(path)
             continue
         kind = next((name for test, name in ((stat.S_ISREG, "file"), (stat.S_ISDIR, "directory"),
                                               (stat.S_ISLNK, "link")) if test(st.st_mode)), "other")
@@ -71,7 +78,7 @@ def main() -> None:
         }
         if kind == "file":
             states[path]["checksum"] = module.sha1(path)
-    module.exit_json(changed=False, paths=states)
+    module.exit_json(changed=False, paths=states, missing=missing)
 
 
 if __name__ == "__main__":
