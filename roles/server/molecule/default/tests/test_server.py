@@ -149,7 +149,6 @@ def test_hardening_without_any_admin_is_refused_before_touching_the_host(ansible
     assert all(counts["changed"] == 0 for counts in run.recap().values()), run.recap()
 
 
-
 def test_a_changed_file_is_reported_by_check_mode_and_put_back(ansible_playbook):
     """Files in place are skipped without a round trip (path_state + needs_write); drift is not.
 
