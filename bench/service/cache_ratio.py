@@ -8,10 +8,12 @@ client see it (sequential requests on one keep-alive connection each):
             stored gzip were taken this way) and gets plain JSON.
 
 Uncached = a new assumption set per call (computed, compressed and stored); cached = one assumption
-set repeated (served from Redis). Uncached and cached calls alternate, so both see the same load
-on a shared machine. Parsing the JSON is not timed (it is checked after the clock stops).
+set repeated (served from Redis); floor (with FLOOR_PORT) = the same cached answer from floor_app.py,
+a bare ASGI app under the same Gunicorn setup: the least a hit can cost on this stack. The calls
+alternate, so all see the same load on a shared machine. Parsing the JSON is not timed (it is
+checked after the clock stops).
 
-    python cache_ratio.py HOST PORT POOL_ID SAMPLES
+    python cache_ratio.py HOST PORT POOL_ID SAMPLES [FLOOR_PORT]
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import zlib
 from pathlib import Path
 
 host, port, pool_id, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+floor_port = int(sys.argv[5]) if len(sys.argv) > 5 else None
 path = f"/api/v1/asset-pools/{pool_id}/cashflows"
 
 
@@ -37,9 +40,9 @@ def loadavg() -> str:
 
 
 class Client:
-    def __init__(self, accept_encoding: str) -> None:
+    def __init__(self, accept_encoding: str, to_port: int) -> None:
         self.accept_encoding = accept_encoding
-        self.conn = http.client.HTTPConnection(host, port)
+        self.conn = http.client.HTTPConnection(host, to_port)
 
     def call(self, body: dict[str, object]) -> tuple[float, str, int]:
         """(seconds until the JSON bytes are in hand, X-Cache, bytes on the wire)"""
@@ -58,14 +61,19 @@ class Client:
         return elapsed, resp.getheader("X-Cache") or "", len(raw)
 
 
-def measure(client: Client, base: float) -> dict[str, object]:
+def measure(accept_encoding: str, base: float) -> dict[str, object]:
+    client = Client(accept_encoding, port)
+    floor = Client(accept_encoding, floor_port) if floor_port else None
     repeated = {"cpr": round(base, 9), "months": 360}
     client.call(repeated)  # fill the entry the cached calls read
-    for i in range(5):  # warm the connection and the worker
+    for i in range(5):  # warm the connections and the workers
         client.call(repeated)
         client.call({"cpr": base + 0.01 + i * 1e-9, "months": 360})
+        if floor:
+            floor.call(repeated)
     uncached: list[float] = []
     cached: list[float] = []
+    floored: list[float] = []
     wire = {}
     for i in range(n):
         t, tag, size = client.call({"cpr": base + 0.02 + i * 1e-9, "months": 360})
@@ -76,22 +84,30 @@ def measure(client: Client, base: float) -> dict[str, object]:
         assert tag == "HIT", tag
         cached.append(t)
         wire["cached"] = size
+        if floor:
+            t, tag, size = floor.call(repeated)
+            assert tag == "FLOOR", tag
+            floored.append(t)
+            wire["floor"] = size
     u, c = statistics.median(uncached), statistics.median(cached)
-    return {
-        "accept_encoding": client.accept_encoding,
+    result: dict[str, object] = {
+        "accept_encoding": accept_encoding,
         "uncached_median_ms": round(u * 1000, 3),
         "cached_median_ms": round(c * 1000, 3),
         "cached_over_uncached": round(c / u, 3),
-        "response_bytes": wire,
     }
+    if floored:
+        f = statistics.median(floored)
+        result |= {"floor_median_ms": round(f * 1000, 3), "floor_over_uncached": round(f / u, 3)}
+    return result | {"response_bytes": wire}
 
 
 # A fresh assumption range per run, so a rerun against the same server still misses.
 base = 0.03 + random.randrange(10**6) * 1e-8
 before = loadavg()
 results = {
-    "gzip": measure(Client("gzip"), base),
-    "identity": measure(Client("identity"), base + 0.05),
+    "gzip": measure("gzip", base),
+    "identity": measure("identity", base + 0.05),
 }
 print(
     json.dumps(

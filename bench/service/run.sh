@@ -34,6 +34,7 @@ REPORT="${BENCH_REPORT:-${HERE}/report.json}"
 free_port() { "${PY}" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 REDIS_PORT="$(free_port)"
 APP_PORT="$(free_port)"
+FLOOR_PORT="$(free_port)"
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "${WORK}"; }
 trap cleanup EXIT
@@ -61,6 +62,24 @@ start_app() {
 }
 stop_app() { kill "${APP_PID}"; wait "${APP_PID}" 2>/dev/null || true; }
 
+# floor_app.py: a bare ASGI app that answers with one stored cashflow answer, under the same
+# Gunicorn setup: the least a cache hit can cost here (cache_ratio.py times it alongside).
+start_floor() {  # file with a cached answer as a gzip client got it
+    (cd "${SERVICE}" && FLOOR_BODY_FILE="$1" GUNICORN_BIND="127.0.0.1:${FLOOR_PORT}" \
+        GUNICORN_ACCESSLOG="${WORK}/floor-access.log" PROMETHEUS_MULTIPROC_DIR="${WORK}/floor-prom" \
+        exec .venv/bin/gunicorn -c gunicorn_config.py --pythonpath "${HERE}" floor_app:app) &
+    FLOOR_PID=$!
+    for _ in $(seq 1 100); do curl -sf -X POST "http://127.0.0.1:${FLOOR_PORT}/" -o /dev/null && return; sleep 0.1; done
+    echo "floor app did not start" >&2; cat "${WORK}/error.log" >&2; exit 1
+}
+cache_ratio() {  # pool
+    curl -sf -X POST "${BASE}/api/v1/asset-pools/$1/cashflows" -H 'Content-Type: application/json' \
+        -H 'Accept-Encoding: gzip' -d '{"months":360}' -o "${WORK}/floor.body"
+    start_floor "${WORK}/floor.body"
+    "${PY}" "${HERE}/cache_ratio.py" 127.0.0.1 "${APP_PORT}" "$1" "${SAMPLES}" "${FLOOR_PORT}"
+    kill "${FLOOR_PID}"; wait "${FLOOR_PID}" 2>/dev/null || true
+}
+
 wrk_rps() {  # url [lua] -> requests/s at saturation
     local out
     if [[ -n "${2:-}" ]]; then out="$(wrk -t2 -c64 -d"${DURATION}s" -s "$2" "$1")"
@@ -87,7 +106,7 @@ run_mode() {  # label
     cf_url="${BASE}/api/v1/asset-pools/${pool}/cashflows"
     curl -sf -X POST "${cf_url}" -H 'Content-Type: application/json' -d "${body}" >/dev/null  # fill the cache
     if ((RATIO_ONLY)); then
-        "${PY}" "${HERE}/cache_ratio.py" 127.0.0.1 "${APP_PORT}" "${pool}" "${SAMPLES}"
+        cache_ratio "${pool}"
         stop_app
         return
     fi
@@ -110,7 +129,7 @@ run_mode() {  # label
         echo "   cashflow @${pct}% (${rate}/s): ${r}" >&2
         results+=",{\"endpoint\": \"cached_cashflow\", \"pct_of_saturation\": ${pct}, \"result\": ${r}}"
     done
-    r="$("${PY}" "${HERE}/cache_ratio.py" 127.0.0.1 "${APP_PORT}" "${pool}" "${SAMPLES}")"
+    r="$(cache_ratio "${pool}")"
     echo "   cache ratio: ${r}" >&2
     results+="], \"cache_ratio\": ${r}}"
     stop_app
