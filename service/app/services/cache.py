@@ -1,9 +1,11 @@
 """Projection cache in Redis.
 
-Key: cf:{pool_id}:v{pool_version}:gz:{digest(assumptions, reference data)}. The pool version comes
-from the database row (read on every request, hits included), so a changed pool can never be
-answered from an older entry even if an invalidation was missed while Redis was down. Each pool
-also has an index set cf:idx:{pool_id} so that a change deletes its entries at once (no SCAN).
+Key: cf:{pool_id}:v{pool_version}:gz:{digest(pool row, assumptions, reference data)}. The digest
+covers every input of the answer: the pool as read from the database on every request (hits
+included), the resolved assumptions and the reference data. So an entry can only ever answer for the
+very inputs it was computed from, even if an invalidation was missed while Redis was down, and even
+for a new pool that SQLite gave a deleted pool's id (and version 1 again). Each pool also has an
+index set cf:idx:{pool_id} so that a change deletes its entries at once (no SCAN).
 Values are the response body already gzip-compressed (`app.core.compression.gzip_bytes`): a hit is
 sent as stored to clients that accept gzip. `gz` in the key keeps these apart from entries of the
 earlier format (plain JSON) while both releases share one Redis during a blue/green switch, and a
@@ -13,6 +15,7 @@ TTL by data tier of the pool's asset class: CACHE_TTL_STABLE or CACHE_TTL_DYNAMI
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 
@@ -22,16 +25,18 @@ from app.core.compression import GZIP_MAGIC
 from app.core.config import Settings
 from app.core.metrics import CACHE_ERRORS, CACHE_HITS, CACHE_MISSES
 from app.core.redis import REDIS_ERRORS, RedisManager
+from app.services.projections import PoolSnapshot
 
 logger = logging.getLogger("app.services")
 CACHE_NAME = "cashflow"
 
 
-def cache_key(pool_id: int, version: int, assumptions: dict[str, object], ref_hash: str) -> str:
+def cache_key(pool: PoolSnapshot, assumptions: dict[str, object], ref_hash: str) -> str:
+    inputs = {"pool": dataclasses.asdict(pool), "assumptions": assumptions}
     digest = hashlib.sha256(
-        orjson.dumps(assumptions, option=orjson.OPT_SORT_KEYS) + ref_hash.encode()
+        orjson.dumps(inputs, option=orjson.OPT_SORT_KEYS) + ref_hash.encode()
     ).hexdigest()[:32]
-    return f"cf:{pool_id}:v{version}:gz:{digest}"
+    return f"cf:{pool.id}:v{pool.version}:gz:{digest}"
 
 
 def ttl_for(tier: str, settings: Settings) -> int:

@@ -57,6 +57,24 @@ def test_hand_computed_two_month_pool() -> None:
     assert s["weighted_average_life"] == pytest.approx(wal)
 
 
+def test_servicing_fee_net_interest_and_length_by_hand() -> None:
+    """The fee is charged monthly on the performing balance: fee / 12 x (B - D); net interest is
+    interest less that fee. The projection runs `months` plus the recovery lag."""
+    a = Assumptions(cpr=0.0, cdr=1 - 0.98**12, severity=0.5, recovery_lag=3, months=2)
+    p = project(1000.0, 0.12, 2, 0.006, a)
+    t, s = p.table, p.summary
+    perf1 = 1000 - 20  # MDR = 2 %
+    perf2 = (perf1 - (perf1 * 0.01 / (1 - 1.01**-2) - perf1 * 0.01)) * 0.98
+    fees = [perf1 * 0.0005, perf2 * 0.0005]  # 0.6 % a year = 0.05 % a month
+    for i, fee in enumerate(fees):
+        assert t[i, COL["servicing_fee"]] == pytest.approx(fee)
+        assert t[i, COL["net_interest"]] == pytest.approx(t[i, COL["interest"]] - fee)
+    assert s["total_servicing_fee"] == pytest.approx(sum(fees))
+    assert s["total_net_interest"] == pytest.approx(perf1 * 0.01 + perf2 * 0.01 - sum(fees))
+    assert s["months"] == 5  # 2 months of payments + 3 of recovery lag
+    assert len(t) == 5
+
+
 def loop_reference(
     balance: float, wac: float, wam: int, fee: float, a: Assumptions
 ) -> list[list[float]]:

@@ -210,15 +210,15 @@ async def project_cashflows(
     settings: SettingsDep,
     assumptions: AssumptionsIn | None = None,
 ) -> Response:
-    # The pool is read from the database on every call, hits included: its version is part of the
-    # cache key, which is what makes a missed invalidation harmless (see app/services/cache.py).
+    # The pool is read from the database on every call, hits included: the cache key covers it,
+    # which is what makes a missed invalidation harmless (see app/services/cache.py).
     pool = await run_in_threadpool(load_pool, sessions, pool_id)
     if pool is None:
         raise HTTPException(status_code=404, detail=f"Pool {pool_id} not found")
     ref = await reference.get()
     asset_class = ref.by_code[pool.asset_class_code]
     resolved = resolve(assumptions, asset_class, pool.wam)
-    key = cache_key(pool.id, pool.version, dataclasses.asdict(resolved), ref.ref_hash)
+    key = cache_key(pool, dataclasses.asdict(resolved), ref.ref_hash)
     wants_gzip = accepts_gzip(request.headers.get("accept-encoding"))
     packed = await cache.get(key)
     if packed is not None:
