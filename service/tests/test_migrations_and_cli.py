@@ -4,13 +4,16 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import jwt
 import pytest
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import create_engine, inspect, text
+from sqlalchemy import CheckConstraint, create_engine, inspect, text
+from sqlalchemy.exc import IntegrityError
 
+from app.models import Base
 from tests.conftest import SECRET
 
 SERVICE = Path(__file__).resolve().parents[1]
@@ -36,8 +39,55 @@ def check_schema(url: str) -> None:
                 conn.execute(text("SELECT code FROM asset_classes ORDER BY code")).scalars().all()
             )
         assert codes == ["AUTO", "CARD", "CLO", "CONSUMER", "CRE", "EQUIPMENT", "RMBS", "STUDENT"]
+        check_constraints(engine)
     finally:
         engine.dispose()
+
+
+POOL_ROW = {
+    "name": "p",
+    "asset_class_code": "RMBS",
+    "current_balance": 1000,
+    "wac": 0.05,
+    "wam": 360,
+    "servicing_fee": 0.0025,
+    "as_of_date": "2024-06-30",
+    "version": 1,
+}
+INSERT_POOL = text(
+    "INSERT INTO asset_pools (name, asset_class_code, current_balance, wac, wam, servicing_fee,"
+    " as_of_date, version) VALUES (:name, :asset_class_code, :current_balance, :wac, :wam,"
+    " :servicing_fee, :as_of_date, :version) RETURNING id"
+)
+
+
+def check_constraints(engine: Any) -> None:
+    """The database's constraints are the models' (same names), and the database enforces them."""
+    insp = inspect(engine)
+    for table in ("asset_classes", "asset_pools"):
+        want = {
+            c.name
+            for c in Base.metadata.tables[table].constraints
+            if isinstance(c, CheckConstraint)
+        }
+        assert {c["name"] for c in insp.get_check_constraints(table)} == want
+    (fk,) = insp.get_foreign_keys("asset_pools")
+    assert (fk["referred_table"], fk["options"].get("ondelete")) == ("asset_classes", "RESTRICT")
+    for bad in (
+        {"current_balance": 0},
+        {"wac": 1.5},
+        {"servicing_fee": -0.1},
+        {"wam": 0},
+        {"wam": 481},
+    ):
+        with pytest.raises(IntegrityError), engine.begin() as conn:
+            conn.execute(INSERT_POOL, {**POOL_ROW, **bad})
+    with engine.begin() as conn:  # a deleted pool's id is never handed out again
+        first = conn.execute(INSERT_POOL, POOL_ROW).scalar_one()
+        conn.execute(text("DELETE FROM asset_pools WHERE id = :id"), {"id": first})
+        second = conn.execute(INSERT_POOL, POOL_ROW).scalar_one()
+        conn.execute(text("DELETE FROM asset_pools"))
+    assert second != first
 
 
 def roundtrip(url: str) -> None:

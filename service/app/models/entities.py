@@ -70,4 +70,5 @@ class AssetPool(Base):
         CheckConstraint("wac >= 0 AND wac <= 1", name="wac_range"),
         CheckConstraint("servicing_fee >= 0 AND servicing_fee <= 1", name="fee_range"),
         CheckConstraint("wam >= 1 AND wam <= 480", name="wam_range"),
+        {"sqlite_autoincrement": True},  # a deleted pool's id is never handed out again
     )

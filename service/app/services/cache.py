@@ -3,8 +3,8 @@
 Key: cf:{pool_id}:v{pool_version}:gz:{digest(pool row, assumptions, reference data)}. The digest
 covers every input of the answer: the pool as read from the database on every request (hits
 included), the resolved assumptions and the reference data. So an entry can only ever answer for the
-very inputs it was computed from, even if an invalidation was missed while Redis was down, and even
-for a new pool that SQLite gave a deleted pool's id (and version 1 again). Each pool also has an
+very inputs it was computed from: not after an invalidation missed while Redis was down, nor after a
+write that bypassed the API and its version bump (a restore, a fix in SQL). Each pool also has an
 index set cf:idx:{pool_id} so that a change deletes its entries at once (no SCAN).
 Values are the response body already gzip-compressed (`app.core.compression.gzip_bytes`): a hit is
 sent as stored to clients that accept gzip. `gz` in the key keeps these apart from entries of the
