@@ -9,7 +9,6 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import logging.config
-import os
 from contextvars import ContextVar
 from pathlib import Path
 
@@ -58,6 +57,6 @@ def configure_logging(level: str = "INFO", config_file: str | None = None) -> No
     handler.setFormatter(JsonFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
-    root.setLevel(os.environ.get("LOG_LEVEL", level).upper())
+    root.setLevel(level)  # the validated setting, not a second read of the environment
     for name in ("app", "app.api", "app.services", "app.models"):
         logging.getLogger(name).setLevel(level)
