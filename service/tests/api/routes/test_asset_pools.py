@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import redis
 from fastapi.testclient import TestClient
 
 from tests.conftest import POOL
@@ -61,6 +62,38 @@ def test_patch_validates_and_rejects_null(
     assert resp.status_code == 422
     assert resp.json()["detail"][0]["loc"] == ["body", "name"]
     assert client.get(url).json()["version"] == 1
+
+
+def test_patch_term_bounds_match_create(
+    client: TestClient, auth: dict[str, str], pool: dict[str, Any]
+) -> None:
+    """PATCH validates WAM like POST (1..480): 481 is a 422 on that field, not a database
+    constraint error (500), and the pool is left as it was."""
+    url = f"/api/v1/asset-pools/{pool['id']}"
+    resp = client.patch(url, json={"wam": 481}, headers=auth)
+    assert resp.status_code == 422, resp.text
+    assert [e["loc"] for e in resp.json()["detail"]] == [["body", "wam"]]
+    assert client.get(url).json() == pool
+    resp = client.patch(url, json={"wam": 480}, headers=auth)
+    assert resp.status_code == 200, resp.text
+    assert (resp.json()["wam"], resp.json()["version"]) == (480, 2)
+
+
+def test_delete_drops_the_pools_cached_projections(
+    client: TestClient, auth: dict[str, str], pool: dict[str, Any], redis_client: redis.Redis
+) -> None:
+    other = client.post("/api/v1/asset-pools", json=POOL, headers=auth).json()
+    for p in (pool, other):
+        client.post(f"/api/v1/asset-pools/{p['id']}/cashflows")
+    client.post(f"/api/v1/asset-pools/{pool['id']}/cashflows", json={"cpr": 0.2})
+    assert len(redis_client.keys(f"cf:{pool['id']}:*")) == 2
+    assert redis_client.scard(f"cf:idx:{pool['id']}") == 2
+    assert client.delete(f"/api/v1/asset-pools/{pool['id']}", headers=auth).status_code == 204
+    assert redis_client.keys(f"cf:{pool['id']}:*") == []
+    assert not redis_client.exists(f"cf:idx:{pool['id']}")
+    # The other pool's entries are untouched.
+    assert len(redis_client.keys(f"cf:{other['id']}:*")) == 1
+    assert redis_client.scard(f"cf:idx:{other['id']}") == 1
 
 
 def test_list_filters_by_asset_class(client: TestClient, auth: dict[str, str]) -> None:
