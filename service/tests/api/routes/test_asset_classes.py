@@ -45,3 +45,13 @@ def test_one_asset_class_with_reference_data(client: TestClient) -> None:
 
 def test_unknown_asset_class_is_404(client: TestClient) -> None:
     assert client.get("/api/v1/asset-classes/NOPE").status_code == 404
+
+
+def test_default_page_size_is_20(client: TestClient) -> None:
+    body = client.get("/api/v1/asset-classes").json()
+    assert (body["page"], body["size"], body["pages"], body["total"]) == (1, 20, 1, 8)
+    assert len(body["items"]) == 8
+    assert body["next"] is None
+    second = client.get("/api/v1/asset-classes?page=2").json()
+    assert second["items"] == []
+    assert second["prev"] == "/api/v1/asset-classes?page=1&size=20"
