@@ -8,10 +8,12 @@ import fastapi.dependencies.utils
 import pytest
 import redis
 import redis.asyncio
+import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
 from app.core.compression import GZIP_MAGIC
 from app.main import create_app
+from app.models import AssetClass
 from app.services.cashflow import Assumptions, project
 from tests.conftest import POOL, metric_value
 
@@ -99,6 +101,94 @@ def test_ttl_follows_data_tier(
     dynamic = [k for k in redis_client.keys(f"cf:{auto['id']}:v*")]
     assert 86000 < redis_client.ttl(stable[0]) <= 86400
     assert 3500 < redis_client.ttl(dynamic[0]) <= 3600
+
+
+def project_stable_and_dynamic(
+    client: TestClient, auth: dict[str, str]
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """An RMBS pool (stable tier) and an AUTO pool (dynamic tier), each projected once."""
+    rmbs = client.post("/api/v1/asset-pools", json=POOL, headers=auth).json()
+    auto = client.post(
+        "/api/v1/asset-pools", json={**POOL, "asset_class_code": "AUTO"}, headers=auth
+    ).json()
+    for p in (rmbs, auto):
+        assert client.post(url(p)).headers["x-cache"] == "MISS"
+    return rmbs, auto
+
+
+def entry_ttl(redis_client: redis.Redis, pool: dict[str, Any]) -> int:
+    (key,) = redis_client.keys(f"cf:{pool['id']}:v*")
+    return int(redis_client.ttl(key))
+
+
+def test_ttl_follows_the_configured_tier_ttls(
+    make_settings: Any, auth: dict[str, str], redis_client: redis.Redis
+) -> None:
+    settings = make_settings(cache_ttl_stable=5000, cache_ttl_dynamic=700)
+    with TestClient(create_app(settings)) as c:
+        rmbs, auto = project_stable_and_dynamic(c, auth)
+    assert 4990 < entry_ttl(redis_client, rmbs) <= 5000
+    assert 690 < entry_ttl(redis_client, auto) <= 700
+
+
+@pytest.mark.parametrize(("stable", "dynamic"), [(86400, 3600), (600, 7200)])
+def test_pool_index_lives_as_long_as_its_entries(
+    make_settings: Any,
+    auth: dict[str, str],
+    redis_client: redis.Redis,
+    stable: int,
+    dynamic: int,
+) -> None:
+    """The index set cf:idx:{pool} is how a change finds the pool's entries: it must not expire
+    before any of them, whichever tier TTL is the longer."""
+    settings = make_settings(cache_ttl_stable=stable, cache_ttl_dynamic=dynamic)
+    with TestClient(create_app(settings)) as c:
+        rmbs, auto = project_stable_and_dynamic(c, auth)
+    for p, ttl in ((rmbs, stable), (auto, dynamic)):
+        index_ttl = int(redis_client.ttl(f"cf:idx:{p['id']}"))
+        assert index_ttl >= entry_ttl(redis_client, p) > ttl - 10, (p["asset_class_code"], ttl)
+
+
+def test_changed_reference_data_is_never_answered_from_old_entries(
+    make_settings: Any,
+    client: TestClient,
+    pool: dict[str, Any],
+    database_url: str,
+    redis_client: redis.Redis,
+) -> None:
+    """Cache keys digest the reference data as well as the assumptions: after the asset-class
+    rows change (a migration; the deploy restarts the workers, which reload them), neither a
+    projection on the defaults nor one whose assumptions are all explicit comes from an entry
+    made with the old rows. Here RMBS gets a new default CDR and moves to the dynamic tier, so
+    the explicit projection (same numbers) must be stored again with the dynamic TTL."""
+    explicit = {"cpr": 0.1, "cdr": 0.01, "severity": 0.3, "recovery_lag": 12}
+    before = {
+        "defaults": client.post(url(pool)).json(),
+        "explicit": client.post(url(pool), json=explicit).json(),
+    }
+    old_keys = set(redis_client.keys(f"cf:{pool['id']}:*"))
+    assert len(old_keys) == 2
+    engine = sa.create_engine(database_url)
+    with engine.begin() as conn:
+        conn.execute(
+            sa.update(AssetClass)
+            .where(AssetClass.code == "RMBS")
+            .values(default_cdr=0.007, data_tier="dynamic")
+        )
+    engine.dispose()
+    with TestClient(create_app(make_settings())) as restarted:
+        defaults = restarted.post(url(pool))
+        assert defaults.headers["x-cache"] == "MISS"
+        assert defaults.json()["assumptions"]["cdr"] == 0.007
+        assert defaults.json() != before["defaults"]
+        again = restarted.post(url(pool), json=explicit)
+        assert again.headers["x-cache"] == "MISS"
+        assert again.json() == before["explicit"]
+        assert restarted.post(url(pool), json=explicit).headers["x-cache"] == "HIT"
+    new_keys = set(redis_client.keys(f"cf:{pool['id']}:*")) - old_keys
+    assert len(new_keys) == 2
+    for key in new_keys:
+        assert 3500 < redis_client.ttl(key) <= 3600
 
 
 def test_a_pool_change_invalidates_its_entries(
