@@ -68,6 +68,34 @@ def test_valid_write_token_works(client: TestClient, settings: Settings) -> None
     assert client.post("/api/v1/asset-pools", json=POOL, headers=bearer(token)).status_code == 201
 
 
+def test_patch_and_delete_need_a_valid_write_token(
+    client: TestClient, settings: Settings, pool: dict[str, Any]
+) -> None:
+    url = f"/api/v1/asset-pools/{pool['id']}"
+    expired = create_token("u", ["write"], settings=settings, ttl_seconds=60, now=time.time() - 120)
+    forged = jwt.encode(
+        {"sub": "u", "scopes": ["write"], "iat": int(time.time()), "exp": int(time.time()) + 600},
+        "another-key-" * 4,
+        algorithm="HS256",
+    )
+    reader = create_token("reader", ["read"], settings=settings)
+    for headers, status in (
+        ({}, 401),
+        (bearer(expired), 401),
+        (bearer(forged), 401),
+        (bearer("garbage"), 401),
+        (bearer(reader), 403),
+    ):
+        patched = client.patch(url, json={"wac": 0.01}, headers=headers)
+        assert patched.status_code == status, (headers, patched.text)
+        deleted = client.delete(url, headers=headers)
+        assert deleted.status_code == status, (headers, deleted.text)
+        if status == 401:
+            assert patched.headers["www-authenticate"] == "Bearer"
+            assert deleted.headers["www-authenticate"] == "Bearer"
+    assert client.get(url).json() == pool  # neither changed nor deleted
+
+
 def test_admin_needs_scope_and_allowed_address(make_settings: Any, pool: dict[str, Any]) -> None:
     settings = make_settings(admin_allowed_ips="10.0.0.0/8")
     app = create_app(settings)
