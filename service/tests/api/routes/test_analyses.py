@@ -1,12 +1,17 @@
 from __future__ import annotations
 
+import threading
 import time
+from collections.abc import Iterator
 from typing import Any
 
+import orjson
 import pytest
+import redis
 from fastapi.testclient import TestClient
 
 from app.main import create_app
+from app.services import jobs
 from app.services.cashflow import Assumptions, project
 from tests.conftest import POOL
 
@@ -64,3 +69,63 @@ def test_analysis_needs_a_token_and_valid_body(client: TestClient, auth: dict[st
 
 def test_unknown_job_is_404(client: TestClient) -> None:
     assert client.get("/api/v1/analyses/nope").status_code == 404
+
+
+@pytest.fixture
+def held_jobs(monkeypatch: pytest.MonkeyPatch) -> Iterator[threading.Event]:
+    """Analysis work waits (in its worker thread) until the test sets the returned event, so a
+    job can be seen while it is still queued or running. Released at teardown at the latest."""
+    release = threading.Event()
+    original = jobs._analyse_chunk
+
+    def held(*args: Any, **kwargs: Any) -> Any:
+        release.wait(timeout=5)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(jobs, "_analyse_chunk", held)
+    try:
+        yield release
+    finally:
+        release.set()
+
+
+def test_job_runs_after_the_answer_and_is_not_lost_meanwhile(
+    client: TestClient, auth: dict[str, str], pool: dict[str, Any], held_jobs: threading.Event
+) -> None:
+    resp = client.post("/api/v1/analyses", json={"pool_ids": [pool["id"]]}, headers=auth)
+    assert resp.status_code == 202
+    accepted = resp.json()
+    assert accepted["status"] == "queued"  # answered before the work, not after it
+    assert accepted["status_url"] == f"/api/v1/analyses/{accepted['job_id']}"
+    first = client.get(accepted["status_url"]).json()
+    assert first["status"] in ("queued", "running")  # neither "done" nor "lost"
+    assert (first["completed"], first["total"], first["result"]) == (0, 1, None)
+    held_jobs.set()
+    body = wait_done(client, accepted["status_url"])
+    assert body["status"] == "done"
+    assert body["completed"] == 1
+
+
+def test_job_reads_lost_only_after_five_minutes_without_update(
+    client: TestClient,
+    auth: dict[str, str],
+    pool: dict[str, Any],
+    held_jobs: threading.Event,
+    redis_client: redis.Redis,
+) -> None:
+    """As if the worker running it had died: the stored state stops being updated."""
+    resp = client.post("/api/v1/analyses", json={"pool_ids": [pool["id"]]}, headers=auth)
+    accepted = resp.json()
+    key = f"job:{accepted['job_id']}"
+    deadline = time.monotonic() + 5
+    while (status := client.get(accepted["status_url"]).json()["status"]) == "queued":
+        assert time.monotonic() < deadline, "job did not start"
+        time.sleep(0.01)
+    assert status == "running"
+    for age, expected in ((240, "running"), (360, "lost")):
+        raw = redis_client.get(key)
+        assert raw is not None
+        state = orjson.loads(raw)
+        state["updated_at"] = time.time() - age
+        redis_client.set(key, orjson.dumps(state))
+        assert client.get(accepted["status_url"]).json()["status"] == expected, age
