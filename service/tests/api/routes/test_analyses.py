@@ -129,3 +129,30 @@ def test_job_reads_lost_only_after_five_minutes_without_update(
         state["updated_at"] = time.time() - age
         redis_client.set(key, orjson.dumps(state))
         assert client.get(accepted["status_url"]).json()["status"] == expected, age
+
+
+def test_portfolio_wal_is_weighted_by_balance(client: TestClient, auth: dict[str, str]) -> None:
+    """Pools of different terms and coupons (not scaled copies of one another), so their WALs
+    differ and a simple mean of them is not the balance-weighted one."""
+    specs = [
+        {"current_balance": 2_000_000.0, "wac": 0.06, "wam": 360},
+        {"current_balance": 50_000.0, "wac": 0.03, "wam": 60, "asset_class_code": "AUTO"},
+        {"current_balance": 300_000.0, "wac": 0.09, "wam": 120},
+    ]
+    ids = [
+        client.post("/api/v1/asset-pools", json={**POOL, **spec}, headers=auth).json()["id"]
+        for spec in specs
+    ]
+    resp = client.post("/api/v1/analyses", json={"pool_ids": ids}, headers=auth)
+    result = wait_done(client, resp.json()["status_url"])["result"]
+    pools = result["pools"]
+    assert sorted(p["pool_id"] for p in pools) == sorted(ids)
+    assert sorted(p["balance"] for p in pools) == sorted(s["current_balance"] for s in specs)
+    wals = [p["summary"]["weighted_average_life"] for p in pools]
+    balance = sum(p["balance"] for p in pools)
+    weighted = sum(p["summary"]["weighted_average_life"] * p["balance"] for p in pools) / balance
+    simple = sum(wals) / len(wals)
+    assert abs(weighted - simple) > 1.0  # the pools really tell the two apart
+    portfolio = result["portfolio"]
+    assert portfolio["balance"] == pytest.approx(balance)
+    assert portfolio["weighted_average_life"] == pytest.approx(weighted)
