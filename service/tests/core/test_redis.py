@@ -1,0 +1,74 @@
+"""The worker's Redis pool is built from the settings: size, timeouts, retries and TLS."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from app.core.config import Settings, load_settings
+from app.core.redis import RedisManager
+from tests.conftest import MakeSettings
+
+
+def build(**overrides: Any) -> Settings:
+    return load_settings(_env_file=None, environment="test", **overrides)
+
+
+def test_pool_follows_the_settings() -> None:
+    manager = RedisManager(
+        build(
+            redis_host="redis.internal",
+            redis_port=6380,
+            redis_database=3,
+            redis_timeout=0.75,
+            redis_max_connections=7,
+            redis_connection_pool_size=2,
+        )
+    )
+    assert isinstance(manager.pool, aioredis.BlockingConnectionPool)
+    assert manager.pool.max_connections == 7
+    assert manager.pool.timeout == 0.75  # how long a request waits for a free connection
+    conn = manager.pool.make_connection()  # not connected: only the configuration is read
+    assert type(conn) is aioredis.Connection
+    assert (conn.host, conn.port, conn.db) == ("redis.internal", 6380, 3)
+    assert conn.socket_timeout == 0.75
+    assert conn.socket_connect_timeout == 0.75
+
+
+def test_commands_are_retried_on_connection_errors_and_timeouts() -> None:
+    manager = RedisManager(build(redis_retry_count=3, redis_retry_delay=0.01))
+    retry = manager.pool.make_connection().retry
+    assert retry._retries == 3
+    assert set(retry._supported_errors) >= {RedisConnectionError, RedisTimeoutError}
+
+
+def test_redis_ssl_uses_tls_connections_with_the_ca_bundle() -> None:
+    manager = RedisManager(build(redis_ssl=True, redis_ssl_ca_certs="/etc/redis/ca.pem"))
+    conn = manager.pool.make_connection()
+    assert isinstance(conn, aioredis.SSLConnection)
+    assert conn.ssl_context.ca_certs == "/etc/redis/ca.pem"
+
+
+def test_max_connections_caps_the_pool(make_settings: MakeSettings) -> None:
+    """A real server: the pool hands out REDIS_MAX_CONNECTIONS connections, then the next caller
+    waits REDIS_TIMEOUT and gets an error rather than a new connection."""
+    manager = RedisManager(
+        make_settings(redis_max_connections=2, redis_connection_pool_size=0, redis_timeout=0.2)
+    )
+
+    async def scenario() -> None:
+        manager.client  # noqa: B018 - binds the pool to this loop
+        first = await manager.pool.get_connection()  # type: ignore[no-untyped-call]
+        second = await manager.pool.get_connection()  # type: ignore[no-untyped-call]
+        with pytest.raises(RedisConnectionError, match="No connection available"):
+            await manager.pool.get_connection()  # type: ignore[no-untyped-call]
+        await manager.pool.release(first)
+        await manager.pool.release(second)
+        await manager.close()
+
+    asyncio.run(scenario())
