@@ -94,12 +94,37 @@ def test_client_ip_resolution() -> None:
     assert client_ip(scope("127.0.0.1", "not-an-ip"), trusted) == "127.0.0.1"
 
 
+def test_reset_is_the_seconds_until_the_bucket_is_full(make_settings: Any) -> None:
+    # 6/minute refills one token every 10 s: after n requests the bucket is n tokens short.
+    settings = make_settings(
+        rate_limit_enabled=True, rate_limit_default="6/minute", rate_limit_burst=3
+    )
+    with TestClient(create_app(settings), client=("127.0.0.1", 1)) as c:
+        responses = [c.get("/api/v1/asset-classes") for _ in range(4)]
+    assert [r.status_code for r in responses] == [200, 200, 200, 429]
+    assert [r.headers["x-ratelimit-remaining"] for r in responses] == ["2", "1", "0", "0"]
+    assert [r.headers["x-ratelimit-reset"] for r in responses] == ["10", "20", "30", "30"]
+    assert responses[3].headers["retry-after"] == "10"
+
+
 def test_health_and_metrics_are_not_limited(make_settings: Any) -> None:
     settings = make_settings(
-        rate_limit_enabled=True, rate_limit_default="1/minute", rate_limit_burst=1
+        rate_limit_enabled=True,
+        rate_limit_default="1/minute",
+        rate_limit_burst=1,
+        enable_prometheus=True,
     )
-    with TestClient(create_app(settings)) as c:
-        assert all(c.get("/health").status_code == 200 for _ in range(3))
+    with TestClient(create_app(settings), client=("127.0.0.1", 1)) as c:
+        assert c.get("/api/v1/asset-classes").status_code == 200
+        assert c.get("/api/v1/asset-classes").status_code == 429  # the bucket is empty
+        for _ in range(3):
+            health = c.get("/health")
+            metrics = c.get("/metrics")
+            assert health.status_code == 200
+            assert metrics.status_code == 200
+            assert "x-ratelimit-remaining" not in health.headers
+            assert "x-ratelimit-remaining" not in metrics.headers
+        assert c.get("/api/v1/asset-classes").status_code == 429  # still empty
 
 
 def test_429_is_documented_in_openapi(client: TestClient) -> None:
