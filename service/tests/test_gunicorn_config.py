@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import multiprocessing
+import os
 import runpy
 from pathlib import Path
 
@@ -10,8 +11,10 @@ CONFIG = Path(__file__).resolve().parents[1] / "gunicorn_config.py"
 
 
 def load(monkeypatch: pytest.MonkeyPatch, **env: str) -> dict[str, object]:
-    for key in ("GUNICORN_BIND", "GUNICORN_WORKERS", "GUNICORN_TIMEOUT"):
-        monkeypatch.delenv(key, raising=False)
+    """Run the config with exactly `env` as its GUNICORN_* variables (the caller's are removed)."""
+    for key in list(os.environ):
+        if key.startswith("GUNICORN_"):
+            monkeypatch.delenv(key)
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     return runpy.run_path(str(CONFIG))
@@ -24,8 +27,10 @@ def test_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
     assert (cfg["max_requests"], cfg["max_requests_jitter"]) == (1000, 50)
     assert (cfg["timeout"], cfg["keepalive"]) == (60, 5)
     assert cfg["bind"] == ["127.0.0.1:8000"]
+    assert (cfg["graceful_timeout"], cfg["loglevel"], cfg["pidfile"]) == (30, "info", None)
     assert cfg["accesslog"] == "-"
     assert cfg["errorlog"] == "-"
+    assert cfg["proc_name"] == "asset-classes-api"
 
 
 def test_environment_overrides(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -34,10 +39,42 @@ def test_environment_overrides(monkeypatch: pytest.MonkeyPatch) -> None:
         GUNICORN_BIND="unix:/run/asset-classes/blue.sock",
         GUNICORN_WORKERS="3",
         GUNICORN_TIMEOUT="30",
+        GUNICORN_MAX_REQUESTS="500",
+        GUNICORN_MAX_REQUESTS_JITTER="25",
+        GUNICORN_GRACEFUL_TIMEOUT="15",
+        GUNICORN_KEEPALIVE="2",
+        GUNICORN_ACCESSLOG="/var/log/asset-classes/access.log",
+        GUNICORN_ERRORLOG="/var/log/asset-classes/error.log",
+        GUNICORN_LOGLEVEL="warning",
+        GUNICORN_PIDFILE="/run/asset-classes/gunicorn.pid",
+        GUNICORN_PROC_NAME="asset-classes-blue",
     )
     assert cfg["bind"] == ["unix:/run/asset-classes/blue.sock"]
     assert cfg["workers"] == 3
     assert cfg["timeout"] == 30
+    assert cfg["max_requests"] == 500
+    assert cfg["max_requests_jitter"] == 25
+    assert cfg["graceful_timeout"] == 15
+    assert cfg["keepalive"] == 2
+    assert cfg["accesslog"] == "/var/log/asset-classes/access.log"
+    assert cfg["errorlog"] == "/var/log/asset-classes/error.log"
+    assert cfg["loglevel"] == "warning"
+    assert cfg["pidfile"] == "/run/asset-classes/gunicorn.pid"
+    assert cfg["proc_name"] == "asset-classes-blue"
+
+
+def test_empty_accesslog_switches_access_logging_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    cfg = load(monkeypatch, GUNICORN_ACCESSLOG="", GUNICORN_ERRORLOG="")
+    assert cfg["accesslog"] is None
+    assert cfg["errorlog"] == "-"
+
+
+def test_defaults_ignore_the_callers_gunicorn_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("GUNICORN_MAX_REQUESTS_JITTER", "7")
+    monkeypatch.setenv("GUNICORN_LOGLEVEL", "debug")
+    test_defaults(monkeypatch)
 
 
 def test_invalid_number_stops_with_the_variable_name(monkeypatch: pytest.MonkeyPatch) -> None:
