@@ -60,11 +60,23 @@ def test_invalid_value_names_the_variable(
         load_settings()
 
 
-@pytest.mark.parametrize("secret", [None, "change-me", "changeme", "", "short-but-real"])
+@pytest.mark.parametrize("environment", ["production", "staging"])
+@pytest.mark.parametrize(
+    "secret",
+    [
+        None,
+        "change-me",
+        "changeme",
+        "",
+        "short-but-real",
+        "change-me-to-a-long-random-secret-value",  # long enough, still a placeholder
+        "Change-This-Before-Deploying-To-Production-Please",
+    ],
+)
 def test_production_refuses_missing_or_placeholder_secret(
-    monkeypatch: pytest.MonkeyPatch, secret: str | None
+    monkeypatch: pytest.MonkeyPatch, environment: str, secret: str | None
 ) -> None:
-    monkeypatch.setenv("ENVIRONMENT", "production")
+    monkeypatch.setenv("ENVIRONMENT", environment)
     if secret is not None:
         monkeypatch.setenv("SECRET_KEY", secret)
     with pytest.raises(SettingsError, match="SECRET_KEY") as info:
@@ -76,6 +88,22 @@ def test_production_accepts_a_real_secret(monkeypatch: pytest.MonkeyPatch) -> No
     monkeypatch.setenv("ENVIRONMENT", "production")
     monkeypatch.setenv("SECRET_KEY", GOOD_SECRET)
     assert load_settings().is_production
+
+
+def test_staging_accepts_a_real_secret(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ENVIRONMENT", "staging")
+    monkeypatch.setenv("SECRET_KEY", GOOD_SECRET)
+    settings = load_settings()
+    assert settings.environment == "staging"
+    assert not settings.is_production
+
+
+@pytest.mark.parametrize("environment", ["development", "test"])
+def test_development_and_test_allow_the_placeholder(
+    monkeypatch: pytest.MonkeyPatch, environment: str
+) -> None:
+    monkeypatch.setenv("ENVIRONMENT", environment)
+    assert load_settings().secret_key.get_secret_value() == "change-me"
 
 
 def test_pool_size_cannot_exceed_max_connections() -> None:
