@@ -8,7 +8,7 @@ from fastapi.testclient import TestClient
 
 from app import __version__
 from app.main import create_app
-from tests.conftest import POOL, RedisServer
+from tests.conftest import POOL, RedisServer, metric_value
 
 
 def test_health_ok_with_version_and_release(make_settings: Any) -> None:
@@ -43,12 +43,12 @@ def test_redis_down_keeps_serving_and_health_degrades(
         redis_retry_count=1,
     )
     with TestClient(create_app(settings), client=("127.0.0.1", 1)) as c:
-        token = c.app.state  # noqa: F841 - app built
         from app.core.security import create_token
 
         auth = {"Authorization": "Bearer " + create_token("t", ["write"], settings=settings)}
         pool = c.post("/api/v1/asset-pools", json=POOL, headers=auth).json()
         assert c.post(f"/api/v1/asset-pools/{pool['id']}/cashflows").headers["x-cache"] == "MISS"
+        before = c.get("/metrics").text
         own_redis.stop()
         health = c.get("/health")
         assert health.status_code == 200
@@ -64,6 +64,15 @@ def test_redis_down_keeps_serving_and_health_degrades(
         else:
             assert listing.status_code == 503
             assert listing.headers["retry-after"] == "1"
+            assert projection.status_code == 503
+        # /metrics is exempt from the limiter, so it answers with Redis down.
+        metrics = c.get("/metrics").text
+        refused = metric_value(metrics, "rate_limited_requests_total", reason="backend_down")
+        refused -= metric_value(before, "rate_limited_requests_total", reason="backend_down")
+        # Fail-closed refuses the listing and the projection; fail-open refuses nothing.
+        assert refused == (0 if fail_open else 2)
+        limited = metric_value(metrics, "rate_limited_requests_total", reason="limit")
+        assert limited == metric_value(before, "rate_limited_requests_total", reason="limit")
         own_redis.start()
         import time
 
