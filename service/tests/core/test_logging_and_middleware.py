@@ -4,12 +4,16 @@ import asyncio
 import json
 import logging
 import logging.config
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from prometheus_client import REGISTRY
 
+from app.api.deps import get_redis
 from app.core.logging import JsonFormatter, request_id_var
 from app.core.middleware import RequestContextMiddleware
 from app.main import create_app
@@ -31,7 +35,23 @@ def test_json_formatter_carries_request_id_and_extras() -> None:
     assert data["request_id"] == "req-1"
     assert data["pool_id"] == 7
     assert data["logger"] == "app.api"
+    assert data["level"] == "INFO"
     assert "\n" not in line
+
+
+def test_json_formatter_carries_the_formatted_exception() -> None:
+    try:
+        raise RuntimeError("boom")
+    except RuntimeError:
+        exc_info = sys.exc_info()
+    record = logging.LogRecord("app.api", logging.ERROR, __file__, 1, "failed", (), exc_info)
+    line = JsonFormatter().format(record)
+    data = json.loads(line)
+    assert data["level"] == "ERROR"
+    assert data["message"] == "failed"
+    assert data["exc_info"].startswith("Traceback (most recent call last):")
+    assert data["exc_info"].endswith("RuntimeError: boom")
+    assert "\n" not in line  # the traceback's newlines are escaped inside the JSON string
 
 
 def test_request_id_is_taken_from_header_or_made(client: TestClient) -> None:
@@ -132,19 +152,48 @@ def _run(app: Any, timeout: float) -> list[dict[str, Any]]:
     return sent
 
 
+def errors_total(kind: str) -> float:
+    return REGISTRY.get_sample_value("app_errors_total", {"type": kind}) or 0.0
+
+
 def test_request_timeout_answers_504() -> None:
     async def slow(scope: Any, receive: Any, send: Any) -> None:
         await asyncio.sleep(5)
 
+    before = errors_total("timeout"), errors_total("exception")
     sent = _run(slow, 0.05)
     assert sent[0]["status"] == 504
+    assert (errors_total("timeout"), errors_total("exception")) == (before[0] + 1, before[1])
+
+
+def test_request_timeout_is_request_timeout_setting(make_settings: Any) -> None:
+    """Through the real app: a /health whose Redis check hangs is cut off after REQUEST_TIMEOUT,
+    and the timeout shows in app_errors_total."""
+
+    async def hanging_redis() -> None:
+        await asyncio.sleep(3)
+
+    app = create_app(make_settings(request_timeout=0.2))
+    app.dependency_overrides[get_redis] = hanging_redis
+    with TestClient(app) as c:
+        before = metric_value(c.get("/metrics").text, "app_errors_total", type="timeout")
+        started = time.monotonic()
+        resp = c.get("/health", headers={"X-Request-ID": "slow-1"})
+        elapsed = time.monotonic() - started
+        after = metric_value(c.get("/metrics").text, "app_errors_total", type="timeout")
+    assert resp.status_code == 504
+    assert resp.json() == {"detail": "Request timed out", "request_id": "slow-1"}
+    assert elapsed < 2
+    assert after - before == 1
 
 
 def test_unhandled_error_answers_json_500_with_request_id() -> None:
     async def broken(scope: Any, receive: Any, send: Any) -> None:
         raise RuntimeError("boom")
 
+    before = errors_total("exception"), errors_total("timeout")
     sent = _run(broken, 5)
+    assert (errors_total("exception"), errors_total("timeout")) == (before[0] + 1, before[1])
     assert sent[0]["status"] == 500
     body = json.loads(sent[1]["body"])
     assert body["detail"] == "Internal Server Error"
@@ -156,8 +205,12 @@ def test_sentry_starts_only_with_flag_and_dsn(make_settings: Any) -> None:
     assert (
         create_app(make_settings(sentry_dsn="https://k@o0.ingest.invalid/1")).state.sentry is False
     )
-    app = create_app(make_settings(enable_sentry=True, sentry_dsn="https://k@o0.ingest.invalid/1"))
-    assert app.state.sentry is True
     import sentry_sdk
 
-    sentry_sdk.init(dsn=None)  # switch it off again for the other tests
+    try:
+        app = create_app(
+            make_settings(enable_sentry=True, sentry_dsn="https://k@o0.ingest.invalid/1")
+        )
+        assert app.state.sentry is True
+    finally:
+        sentry_sdk.init(dsn=None)  # switch it off again for the other tests, even on failure
