@@ -66,3 +66,23 @@ def test_middleware_gzips_once_for_a_client_that_accepts_it(
         assert r.headers.get_list("vary") == ["Accept-Encoding"]
         assert int(r.headers["content-length"]) == len(raw)
     assert gzip.decompress(raw).startswith(b"{")
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/health",
+        "/api/v1/asset-classes/RMBS",
+        "/api/v1/asset-classes?size=3",  # 977 bytes: just under the threshold
+    ],
+)
+def test_middleware_leaves_a_small_response_alone(client: TestClient, path: str) -> None:
+    # Below 1024 bytes gzip saves little and costs a compression per request.
+    with client.stream("GET", path, headers={"Accept-Encoding": "gzip"}) as r:
+        raw = b"".join(r.iter_raw())
+        assert r.status_code == 200
+        assert "content-encoding" not in r.headers
+        assert int(r.headers["content-length"]) == len(raw)
+    assert len(raw) < 1024
+    assert not raw.startswith(GZIP_MAGIC)
+    assert raw.startswith(b"{")
