@@ -46,7 +46,8 @@ def _str(name: str, default: str | None) -> str | None:
 
 bind = [_str("GUNICORN_BIND", "127.0.0.1:8000") or "127.0.0.1:8000"]
 workers = _int("GUNICORN_WORKERS", 0) or multiprocessing.cpu_count() * 2 + 1
-worker_class = "uvicorn_worker.UvicornWorker"
+# uvicorn-worker's UvicornWorker, except that a recycling worker resets no request (app/core/worker.py)
+worker_class = "app.core.worker.DrainingUvicornWorker"
 max_requests = _int("GUNICORN_MAX_REQUESTS", 1000)
 max_requests_jitter = _int("GUNICORN_MAX_REQUESTS_JITTER", 50)
 timeout = _int("GUNICORN_TIMEOUT", 60)

@@ -23,7 +23,7 @@ def load(monkeypatch: pytest.MonkeyPatch, **env: str) -> dict[str, object]:
 def test_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
     cfg = load(monkeypatch)
     assert cfg["workers"] == 2 * multiprocessing.cpu_count() + 1
-    assert cfg["worker_class"] == "uvicorn_worker.UvicornWorker"
+    assert cfg["worker_class"] == "app.core.worker.DrainingUvicornWorker"
     assert (cfg["max_requests"], cfg["max_requests_jitter"]) == (1000, 50)
     assert (cfg["timeout"], cfg["keepalive"]) == (60, 5)
     assert cfg["bind"] == ["127.0.0.1:8000"]
