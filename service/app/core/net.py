@@ -26,7 +26,16 @@ def ip_in(ip: str, networks: Iterable[Network]) -> bool:
 
 def client_ip(scope: Scope, trusted: tuple[Network, ...]) -> str:
     client = scope.get("client")
-    peer = client[0] if client else "unknown"
+    server = scope.get("server")
+    peer: str
+    if client:
+        peer = str(client[0])
+    elif server and server[1] is None:
+        # A unix socket (GUNICORN_BIND=unix:...) has no peer address; only a process on this host
+        # that may open the socket file can connect, so it counts as a loopback peer.
+        peer = "127.0.0.1"
+    else:
+        peer = "unknown"
     if not trusted or not ip_in(peer, trusted):
         return peer
     forwarded = None
