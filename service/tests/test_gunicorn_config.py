@@ -80,3 +80,15 @@ def test_defaults_ignore_the_callers_gunicorn_environment(
 def test_invalid_number_stops_with_the_variable_name(monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(SystemExit, match="GUNICORN_WORKERS"):
         load(monkeypatch, GUNICORN_WORKERS="many")
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["10.0.0.1, 10.0.0.0/24", '["10.0.0.1", "10.0.0.0/24"]', '  ["10.0.0.1","10.0.0.0/24"] '],
+)
+def test_trusted_proxies_reach_uvicorn_in_either_form_the_settings_accept(
+    monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
+    cfg = load(monkeypatch, TRUSTED_PROXIES=value)
+    hosts = [h.strip() for h in str(cfg["forwarded_allow_ips"]).split(",")]
+    assert hosts == ["10.0.0.1", "10.0.0.0/24"]
