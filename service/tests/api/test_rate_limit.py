@@ -132,3 +132,70 @@ def test_429_is_documented_in_openapi(client: TestClient) -> None:
     op = spec["paths"]["/api/v1/asset-classes"]["get"]
     assert "Retry-After" in op["responses"]["429"]["headers"]
     assert "X-RateLimit-Remaining" in op["responses"]["429"]["headers"]
+
+
+def test_forged_token_counts_against_the_ip_bucket(make_settings: Any) -> None:
+    """A bearer token that does not verify is no identity: the caller stays in its IP bucket,
+    so sending a fresh random token with every request does not escape the limit."""
+    settings = make_settings(
+        rate_limit_enabled=True, rate_limit_default="1/minute", rate_limit_burst=1
+    )
+    with TestClient(create_app(settings), client=("127.0.0.1", 1)) as c:
+
+        def get(token: str) -> int:
+            headers = {"Authorization": f"Bearer {token}"}
+            return c.get("/api/v1/asset-classes", headers=headers).status_code
+
+        assert c.get("/api/v1/asset-classes").status_code == 200  # spends the IP's one token
+        assert get("garbage-1") == 429
+        assert get("garbage-2") == 429
+        assert get("a.b.c") == 429
+
+
+def test_bucket_outlives_a_short_idle(make_settings: Any, redis_client: Any) -> None:
+    """The bucket key must live until it would have refilled (burst / rate, plus a margin): if it
+    expired sooner, an emptied bucket would come back full after a short pause."""
+    settings = make_settings(
+        rate_limit_enabled=True, rate_limit_default="1/minute", rate_limit_burst=2
+    )
+    with TestClient(create_app(settings), client=("127.0.0.1", 1)) as c:
+        codes = [c.get("/api/v1/asset-classes").status_code for _ in range(3)]
+        assert codes == [200, 200, 429]
+        # 2 tokens at 1/minute refill in 120 s; the key lives that long plus 1 s.
+        assert 120_000 < redis_client.pttl("rl:ip:127.0.0.1") <= 121_000
+        time.sleep(1.2)
+        refused = c.get("/api/v1/asset-classes")
+        assert refused.status_code == 429
+        assert refused.headers["x-ratelimit-remaining"] == "0"
+
+
+def test_last_forwarded_for_header_is_the_proxys(make_settings: Any) -> None:
+    """With two X-Forwarded-For headers, the first was sent by the client and the last one was
+    added by our proxy: the client address comes from the last, so it cannot be spoofed."""
+    trusted = parse_networks(("127.0.0.1",))
+    scope = {
+        "client": ("127.0.0.1", 1),
+        "headers": [(b"x-forwarded-for", b"6.6.6.6"), (b"x-forwarded-for", b"5.5.5.5")],
+    }
+    assert client_ip(scope, trusted) == "5.5.5.5"
+
+    settings = make_settings(
+        rate_limit_enabled=True,
+        rate_limit_default="1/minute",
+        rate_limit_burst=1,
+        trusted_proxies="127.0.0.1",
+    )
+    app = create_app(settings)
+    with TestClient(with_peer(app)) as c:
+
+        def get(spoofed: str) -> int:
+            headers = [
+                ("X-Test-Peer", "127.0.0.1"),
+                ("X-Forwarded-For", spoofed),
+                ("X-Forwarded-For", "198.51.100.7"),
+            ]
+            return c.get("/api/v1/asset-classes", headers=headers).status_code
+
+        assert get("1.1.1.1") == 200
+        assert get("2.2.2.2") == 429
+        assert get("3.3.3.3") == 429
