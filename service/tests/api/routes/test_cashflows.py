@@ -370,3 +370,24 @@ def test_request_dependencies_do_not_use_the_thread_pool(
     assert client.post(url(pool)).status_code == 200
     assert client.get("/api/v1/asset-classes").status_code == 200
     assert calls == []
+
+
+def test_explicit_zero_assumptions_are_not_replaced_by_defaults(
+    client: TestClient, pool: dict[str, Any]
+) -> None:
+    """0 is a valid assumption (no prepayments, no defaults, no loss, immediate recovery): it
+    must be used as sent, not mistaken for 'absent' and swapped for the asset-class default."""
+    rmbs = client.get("/api/v1/asset-classes/RMBS").json()
+    # Non-zero defaults, otherwise the test proves nothing.
+    for default in ("default_cpr", "default_cdr", "loss_severity", "recovery_lag_months"):
+        assert rmbs[default] > 0, default
+    zeros = {"cpr": 0, "cdr": 0, "severity": 0, "recovery_lag": 0}
+    body = client.post(url(pool), json=zeros).json()
+    assert body["assumptions"] == {**zeros, "months": 360}
+    assert len(body["cashflows"]) == 360
+    expected = project(1_000_000, 0.06, 360, 0.0025, Assumptions(**body["assumptions"])).summary
+    assert body["summary"] == pytest.approx(expected)
+    assert body["summary"]["total_losses"] == 0
+    for field in zeros:  # each one alone, the others left to their defaults
+        alone = client.post(url(pool), json={field: 0}).json()
+        assert alone["assumptions"][field] == 0, field
