@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -110,6 +111,20 @@ def test_database_down_is_503(make_settings: Any, tmp_path: Path) -> None:
     assert resp.status_code == 503
     assert resp.json()["status"] == "unavailable"
     assert resp.json()["checks"]["database"]["status"] == "down"
+
+
+def test_database_down_does_not_leak_the_error_text(make_settings: Any, tmp_path: Path) -> None:
+    """/health is public: when the database fails it names the exception class only, never the
+    driver's message (which can carry the DATABASE_URL's host, path or user)."""
+    settings = make_settings(database_url=f"sqlite:///{tmp_path}/secret-dir/missing/x.db")
+    with TestClient(create_app(settings)) as c:
+        resp = c.get("/health")
+    assert resp.status_code == 503
+    detail = resp.json()["checks"]["database"]["detail"]
+    assert re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", detail), detail
+    assert detail == "OperationalError"
+    for fragment in (str(tmp_path), "secret-dir", "x.db", "sqlite", "unable to open"):
+        assert fragment not in resp.text
 
 
 def test_logs_in_as_a_redis_acl_user(make_settings: Any, tmp_path: Path) -> None:
