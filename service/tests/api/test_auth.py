@@ -110,3 +110,20 @@ def test_admin_needs_scope_and_allowed_address(make_settings: Any, pool: dict[st
         assert resp.status_code == 200
         assert resp.json()["removed"] == 2  # the projection and the pool's index set
         assert c.delete("/api/v1/admin/cache", headers={**outside, **admin}).status_code == 403
+
+
+def test_docs_are_hidden_in_production_unless_debug(make_settings: Any) -> None:
+    for overrides, expected in (
+        ({"environment": "production"}, 404),
+        ({"environment": "production", "debug": True}, 200),
+        ({"environment": "development"}, 200),
+    ):
+        with TestClient(create_app(make_settings(**overrides))) as c:
+            assert c.get("/docs").status_code == expected, overrides
+
+
+def test_token_lifetime_defaults_to_jwt_expire_minutes(make_settings: Any) -> None:
+    settings = make_settings(jwt_expire_minutes=7)
+    token = create_token("u", ["read"], settings=settings, now=time.time())
+    claims = jwt.decode(token, settings.secret_key.get_secret_value(), algorithms=["HS256"])
+    assert claims["exp"] - claims["iat"] == 7 * 60

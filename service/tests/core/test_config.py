@@ -44,6 +44,7 @@ def test_reads_environment_and_dotenv(monkeypatch: pytest.MonkeyPatch, tmp_path:
         ("REDIS_PORT", "abc"),
         ("LOG_LEVEL", "LOUD"),
         ("RATE_LIMIT_DEFAULT", "lots"),
+        ("RATE_LIMIT_DEFAULT", "0/minute"),
         ("CACHE_TTL", "0"),
         ("SENTRY_TRACES_SAMPLE_RATE", "2"),
         ("TRUSTED_PROXIES", "not-an-ip"),
@@ -88,6 +89,22 @@ def test_production_accepts_a_real_secret(monkeypatch: pytest.MonkeyPatch) -> No
     monkeypatch.setenv("ENVIRONMENT", "production")
     monkeypatch.setenv("SECRET_KEY", GOOD_SECRET)
     assert load_settings().is_production
+
+
+@pytest.mark.parametrize("environment", ["production", "staging"])
+def test_secret_must_be_at_least_32_characters(
+    monkeypatch: pytest.MonkeyPatch, environment: str
+) -> None:
+    import secrets
+
+    monkeypatch.setenv("ENVIRONMENT", environment)
+    short = secrets.token_hex(16)[:31]
+    monkeypatch.setenv("SECRET_KEY", short)
+    with pytest.raises(SettingsError, match="SECRET_KEY is shorter than 32 characters") as info:
+        load_settings()
+    assert short not in str(info.value)
+    monkeypatch.setenv("SECRET_KEY", secrets.token_hex(16))  # exactly 32 characters
+    assert load_settings().environment == environment
 
 
 def test_staging_accepts_a_real_secret(monkeypatch: pytest.MonkeyPatch) -> None:
