@@ -127,6 +127,17 @@ def test_migrate_console_script_uses_settings_url(tmp_path: Path) -> None:
     check_schema(url)
 
 
+def test_migrate_console_script_accepts_a_percent_in_the_url(tmp_path: Path) -> None:
+    """A percent-escape in DATABASE_URL (here `%20`, a space in a directory name) must reach
+    SQLAlchemy intact, not trip Alembic's ini-style `%` interpolation."""
+    (tmp_path / "my dbs").mkdir()
+    url = f"sqlite:///{tmp_path}/my%20dbs/cli.db"
+    proc = run([str(BIN / "asset-classes-migrate")], DATABASE_URL=url)
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "my dbs" / "cli.db").is_file()
+    check_schema(url)
+
+
 def test_migrate_refuses_bad_settings() -> None:
     proc = run([str(BIN / "asset-classes-migrate")], REDIS_PORT="x")
     assert proc.returncode == 2
@@ -152,6 +163,14 @@ def test_token_console_script_mints_a_verifiable_jwt() -> None:
     assert claims["sub"] == "healthcheck"
     assert claims["scopes"] == ["admin", "read"]
     assert claims["exp"] - claims["iat"] == 120
+
+
+def test_token_console_script_defaults_to_read_scope_only() -> None:
+    proc = run([str(BIN / "asset-classes-token"), "reporter"], SECRET_KEY=SECRET)
+    assert proc.returncode == 0, proc.stderr
+    claims = jwt.decode(proc.stdout.strip(), SECRET, algorithms=["HS256"])
+    assert claims["sub"] == "reporter"
+    assert claims["scopes"] == ["read"]
 
 
 def test_wheel_carries_migrations_and_data(tmp_path: Path) -> None:
