@@ -4,6 +4,8 @@ from typing import Any
 
 import redis
 from fastapi.testclient import TestClient
+from sqlalchemy import create_engine, event, text
+from sqlalchemy.orm import Session
 
 from tests.conftest import POOL
 
@@ -62,6 +64,51 @@ def test_patch_validates_and_rejects_null(
     assert resp.status_code == 422
     assert resp.json()["detail"][0]["loc"] == ["body", "name"]
     assert client.get(url).json()["version"] == 1
+
+
+def test_patch_rejects_unknown_fields(
+    client: TestClient, auth: dict[str, str], pool: dict[str, Any]
+) -> None:
+    """A typo in a field name is a 422 on that field, not a silent no-op that bumps the version."""
+    url = f"/api/v1/asset-pools/{pool['id']}"
+    resp = client.patch(url, json={"curent_balance": 5.0}, headers=auth)
+    assert resp.status_code == 422, resp.text
+    assert [e["loc"] for e in resp.json()["detail"]] == [["body", "curent_balance"]]
+    assert client.get(url).json() == pool
+
+
+def test_patch_that_loses_a_concurrent_update_is_409(
+    client: TestClient, auth: dict[str, str], pool: dict[str, Any], database_url: str
+) -> None:
+    """Another writer commits between this PATCH's read of the row and its write: the versioned
+    UPDATE matches no row, and the answer is 409, not a 500 or a lost update."""
+    url = f"/api/v1/asset-pools/{pool['id']}"
+    other_writer = create_engine(database_url)
+    sessions = client.app.state.sessions  # type: ignore[attr-defined]
+
+    bumped: list[int] = []
+
+    def concurrent_change(session: Session, *_: Any) -> None:
+        if bumped:
+            return
+        bumped.append(pool["id"])
+        with other_writer.begin() as conn:
+            conn.execute(
+                text("UPDATE asset_pools SET wam = 240, version = version + 1 WHERE id = :id"),
+                {"id": pool["id"]},
+            )
+
+    event.listen(sessions, "before_flush", concurrent_change)
+    try:
+        resp = client.patch(url, json={"wac": 0.055}, headers=auth)
+    finally:
+        event.remove(sessions, "before_flush", concurrent_change)
+        other_writer.dispose()
+    assert bumped == [pool["id"]]
+    assert resp.status_code == 409, resp.text
+    assert resp.json()["detail"] == "Pool changed concurrently"
+    now = client.get(url).json()
+    assert (now["wac"], now["wam"], now["version"]) == (pool["wac"], 240, 2)
 
 
 def test_patch_term_bounds_match_create(
