@@ -62,6 +62,22 @@ def test_background_analysis_of_many_pools(
         assert other.get(accepted["status_url"]).json()["status"] == "done"
 
 
+def test_duplicate_pool_ids_are_analysed_once(client: TestClient, auth: dict[str, str]) -> None:
+    ids = [
+        client.post("/api/v1/asset-pools", json=POOL, headers=auth).json()["id"] for _ in range(2)
+    ]
+    first, second = ids
+    resp = client.post(
+        "/api/v1/analyses", json={"pool_ids": [first, second, first, first]}, headers=auth
+    )
+    assert resp.status_code == 202
+    body = wait_done(client, resp.json()["status_url"])
+    assert body["status"] == "done"
+    assert body["completed"] == body["total"] == 2
+    assert sorted(p["pool_id"] for p in body["result"]["pools"]) == sorted(ids)
+    assert body["result"]["portfolio"]["balance"] == pytest.approx(2 * POOL["current_balance"])
+
+
 def test_analysis_needs_a_token_and_valid_body(client: TestClient, auth: dict[str, str]) -> None:
     assert client.post("/api/v1/analyses", json={"pool_ids": [1]}).status_code == 401
     assert client.post("/api/v1/analyses", json={"pool_ids": []}, headers=auth).status_code == 422
