@@ -36,9 +36,13 @@ def test_burst_then_429_then_recovery(make_settings: Any) -> None:
 def test_default_is_100_per_minute_with_burst_150(make_settings: Any) -> None:
     settings = make_settings(rate_limit_enabled=True)
     with TestClient(create_app(settings), client=("127.0.0.1", 1)) as c:
-        codes = [c.get("/api/v1/asset-classes/RMBS").status_code for _ in range(151)]
-    assert codes.count(200) == 150
-    assert codes[-1] == 429
+        started = time.monotonic()
+        codes = [c.get("/api/v1/asset-classes/RMBS").status_code for _ in range(160)]
+        elapsed = time.monotonic() - started
+    first_refusal = codes.index(429)
+    # 150 at once, then one more every 0.6 s: a slow machine may earn a few during the loop.
+    assert 150 <= first_refusal <= 150 + int(elapsed / 0.6)
+    assert codes[:first_refusal] == [200] * first_refusal
 
 
 def test_buckets_are_per_ip_and_per_token(make_settings: Any) -> None:
