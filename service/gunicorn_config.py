@@ -16,13 +16,14 @@ Gunicorn reopens its own log files on SIGUSR1; the app's file handler is a Watch
 
 from __future__ import annotations
 
-import json
 import multiprocessing
 import os
 import shutil
 import sys
 from pathlib import Path
 from typing import Any
+
+from app.core.config import split_csv
 
 
 def _int(name: str, default: int) -> int:
@@ -61,8 +62,7 @@ pidfile = _str("GUNICORN_PIDFILE", None)
 access_log_format = '%(h)s %({x-request-id}o)s "%(r)s" %(s)s %(b)s %(M)sms "%(a)s"'
 proc_name = os.environ.get("GUNICORN_PROC_NAME", "asset-classes-api")
 # The settings accept TRUSTED_PROXIES as "a,b" or as a JSON list; uvicorn wants "a,b".
-_proxies = os.environ.get("TRUSTED_PROXIES", "127.0.0.1").strip()
-forwarded_allow_ips = ",".join(json.loads(_proxies)) if _proxies.startswith("[") else _proxies
+forwarded_allow_ips = ",".join(split_csv(os.environ.get("TRUSTED_PROXIES", "127.0.0.1")))
 preload_app = False  # each worker builds its own app, Redis pool and DB engine after fork
 
 

@@ -7,6 +7,7 @@ An invalid value, or a missing/placeholder SECRET_KEY outside development and te
 from __future__ import annotations
 
 import ipaddress
+import json
 import re
 from functools import lru_cache
 from typing import Annotated, Literal
@@ -28,15 +29,18 @@ class SettingsError(RuntimeError):
     """Configuration is invalid; the message names the environment variables at fault."""
 
 
-def _split_csv(value: object) -> object:
-    if isinstance(value, str):
-        text = value.strip()
-        if text.startswith("["):
-            import json
+def split_csv(text: str) -> list[str]:
+    """'a, b' or a JSON list '["a", "b"]' -> ['a', 'b'] (gunicorn_config.py reads TRUSTED_PROXIES
+    with it too, so uvicorn and the settings agree)."""
+    text = text.strip()
+    if text.startswith("["):
+        items: list[str] = json.loads(text)  # pydantic validates the items
+        return items
+    return [item.strip() for item in text.split(",") if item.strip()]
 
-            return json.loads(text)
-        return [item.strip() for item in text.split(",") if item.strip()]
-    return value
+
+def _split_csv(value: object) -> object:
+    return split_csv(value) if isinstance(value, str) else value
 
 
 def parse_rate(value: str) -> tuple[int, int]:
