@@ -39,7 +39,7 @@ PROPER = "ck_{table}_{name}"  # what the models' naming convention makes of thei
 DOUBLED = "ck_{table}_ck_{table}_{name}"  # what 0001 made
 
 
-def tables(check_name: str, autoincrement: bool) -> dict[str, sa.Table]:
+def tables(check_name: str, autoincrement: bool) -> tuple[sa.Table, sa.Table]:
     """Both tables as 0001 made them, with the CHECK constraints named by `check_name`."""
     meta = sa.MetaData()  # no naming convention: the names below are final
 
@@ -93,11 +93,11 @@ def tables(check_name: str, autoincrement: bool) -> dict[str, sa.Table]:
         *checks("asset_pools"),
         sqlite_autoincrement=autoincrement,
     )
-    return {"asset_classes": asset_classes, "asset_pools": asset_pools}
+    return asset_classes, asset_pools
 
 
 def rebuild_sqlite(check_name: str, autoincrement: bool) -> None:
-    for table in tables(check_name, autoincrement).values():
+    for table in tables(check_name, autoincrement):
         with op.batch_alter_table(table.name, recreate="always", copy_from=table):
             pass  # the rebuild from `table` is the change
 
