@@ -80,13 +80,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         await redis.close()
         engine.dispose()
 
+    show_docs = not settings.is_production or settings.debug
     app = FastAPI(
         title="Asset Classes API",
         version=__version__,
         description="Structured-credit collateral reference data and cashflow projections.",
         debug=settings.debug,
         lifespan=lifespan,
-        docs_url="/docs" if not settings.is_production or settings.debug else None,
+        # Production publishes neither the docs page nor the schema it reads, unless DEBUG.
+        docs_url="/docs" if show_docs else None,
+        openapi_url="/openapi.json" if show_docs else None,
         redoc_url=None,
     )
     app.state.settings = settings

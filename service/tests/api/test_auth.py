@@ -112,7 +112,7 @@ def test_admin_needs_scope_and_allowed_address(make_settings: Any, pool: dict[st
         assert c.delete("/api/v1/admin/cache", headers={**outside, **admin}).status_code == 403
 
 
-def test_docs_are_hidden_in_production_unless_debug(make_settings: Any) -> None:
+def test_docs_and_schema_are_hidden_in_production_unless_debug(make_settings: Any) -> None:
     for overrides, expected in (
         ({"environment": "production"}, 404),
         ({"environment": "production", "debug": True}, 200),
@@ -120,6 +120,7 @@ def test_docs_are_hidden_in_production_unless_debug(make_settings: Any) -> None:
     ):
         with TestClient(create_app(make_settings(**overrides))) as c:
             assert c.get("/docs").status_code == expected, overrides
+            assert c.get("/openapi.json").status_code == expected, overrides
 
 
 def test_token_lifetime_defaults_to_jwt_expire_minutes(make_settings: Any) -> None:
