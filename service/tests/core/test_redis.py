@@ -12,7 +12,8 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from app.core.config import Settings, load_settings
 from app.core.redis import RedisManager
-from tests.conftest import MakeSettings
+from app.services.cache import ProjectionCache
+from tests.conftest import MakeSettings, free_port
 
 
 def build(**overrides: Any) -> Settings:
@@ -72,3 +73,22 @@ def test_max_connections_caps_the_pool(make_settings: MakeSettings) -> None:
         await manager.close()
 
     asyncio.run(scenario())
+
+
+async def _use_cache(manager: RedisManager, cache: ProjectionCache, operation: str) -> None:
+    if operation == "get":
+        assert await cache.get("cf:1") is None
+    elif operation == "set":
+        await cache.set(1, "cf:1", b"\x1f\x8b", 60)
+    else:
+        assert await cache.invalidate(1) == 0
+    await manager.close()
+
+
+@pytest.mark.parametrize("operation", ["get", "set", "invalidate"])
+def test_connection_error_opens_the_breaker(make_settings: MakeSettings, operation: str) -> None:
+    """Redis unreachable: the failed cache call opens the breaker for REDIS_DOWN_BACKOFF."""
+    settings = make_settings(redis_port=free_port(), redis_retry_count=0, redis_down_backoff=60)
+    manager = RedisManager(settings)
+    asyncio.run(_use_cache(manager, ProjectionCache(manager, settings), operation))
+    assert not manager.available
