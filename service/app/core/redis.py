@@ -3,6 +3,9 @@
 When a command fails (Redis down, timeout after the configured retries), the manager marks Redis
 unavailable for REDIS_DOWN_BACKOFF seconds: callers then skip Redis immediately instead of paying a
 connect timeout on every request. /health always tries a real PING, which closes the breaker again.
+An error reply (ResponseError: a failing Lua script, WRONGTYPE, NOPERM, OOM) does not open it: Redis
+is up and answered at once, and opening would switch the cache and the rate limiter off for every
+request because of one failing command.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import ConstantBackoff
 from redis.commands.core import AsyncScript
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from app.core.config import Settings
@@ -79,6 +82,10 @@ class RedisManager:
         return time.monotonic() >= self._down_until
 
     def mark_down(self, exc: BaseException) -> None:
+        """Open the breaker after a failed command, unless Redis answered it with an error."""
+        if isinstance(exc, ResponseError):
+            logger.warning("redis command refused: %s", exc)
+            return
         if self.available:
             logger.warning(
                 "redis unavailable, bypassing for %.1fs: %s", self.settings.redis_down_backoff, exc

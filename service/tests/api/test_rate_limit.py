@@ -3,6 +3,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import redis
 from fastapi.testclient import TestClient
 
 from app.core.net import client_ip, parse_networks
@@ -203,3 +204,35 @@ def test_last_forwarded_for_header_is_the_proxys(make_settings: Any) -> None:
         assert get("1.1.1.1") == 200
         assert get("2.2.2.2") == 429
         assert get("3.3.3.3") == 429
+
+
+def test_lua_script_error_does_not_open_the_breaker(
+    make_settings: Any, redis_client: redis.Redis
+) -> None:
+    """A script failing inside Redis is an error reply, not an outage: Redis stays in use."""
+    settings = make_settings(rate_limit_enabled=True, redis_down_backoff=60)
+    app = create_app(settings)
+    with TestClient(app, client=("127.0.0.1", 1)) as c:
+        redis_client.rpush("rl:ip:127.0.0.1", "x")  # the script's HMGET fails: WRONGTYPE
+        resp = c.get("/api/v1/asset-classes")
+        assert resp.status_code == 200  # fail-open, as with Redis down
+        assert "x-ratelimit-remaining" not in resp.headers
+        assert app.state.redis.available
+
+
+def test_noscript_reloads_the_script_without_opening_the_breaker(
+    make_settings: Any, redis_client: redis.Redis
+) -> None:
+    """After SCRIPT FLUSH (or a Redis restart) the limiter loads its script again and counts."""
+    settings = make_settings(
+        rate_limit_enabled=True,
+        rate_limit_default="1/minute",
+        rate_limit_burst=5,
+        redis_down_backoff=60,
+    )
+    app = create_app(settings)
+    with TestClient(app, client=("127.0.0.1", 1)) as c:
+        assert c.get("/api/v1/asset-classes").headers["x-ratelimit-remaining"] == "4"
+        redis_client.script_flush()
+        assert c.get("/api/v1/asset-classes").headers["x-ratelimit-remaining"] == "3"
+        assert app.state.redis.available

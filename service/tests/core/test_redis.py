@@ -6,6 +6,7 @@ import asyncio
 from typing import Any
 
 import pytest
+import redis
 import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -92,3 +93,16 @@ def test_connection_error_opens_the_breaker(make_settings: MakeSettings, operati
     manager = RedisManager(settings)
     asyncio.run(_use_cache(manager, ProjectionCache(manager, settings), operation))
     assert not manager.available
+
+
+@pytest.mark.parametrize("operation", ["get", "set", "invalidate"])
+def test_error_reply_from_redis_keeps_the_breaker_closed(
+    make_settings: MakeSettings, redis_client: redis.Redis, operation: str
+) -> None:
+    """Redis answers with an error (WRONGTYPE here): it is up, so the breaker stays closed."""
+    redis_client.rpush("cf:1", "not a string")  # GET on a list: WRONGTYPE
+    redis_client.set("cf:idx:1", "not a set")  # SADD/SMEMBERS on a string: WRONGTYPE
+    settings = make_settings(redis_down_backoff=60)
+    manager = RedisManager(settings)
+    asyncio.run(_use_cache(manager, ProjectionCache(manager, settings), operation))
+    assert manager.available
