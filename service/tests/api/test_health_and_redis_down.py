@@ -149,3 +149,24 @@ def test_logs_in_as_a_redis_acl_user(make_settings: Any, tmp_path: Path) -> None
             assert c.get("/health").json()["checks"]["redis"]["status"] == "down"
     finally:
         server.stop()
+
+
+def test_failed_cache_read_counts_one_cache_error(
+    make_settings: Any, own_redis: RedisServer
+) -> None:
+    """A projection whose cache GET fails (Redis down) counts one cache error and one miss."""
+    settings = make_settings(redis_port=own_redis.port, redis_retry_count=0, redis_down_backoff=60)
+    with TestClient(create_app(settings)) as c:
+        from app.core.security import create_token
+
+        auth = {"Authorization": "Bearer " + create_token("t", ["write"], settings=settings)}
+        pool = c.post("/api/v1/asset-pools", json=POOL, headers=auth).json()
+        before = c.get("/metrics").text
+        own_redis.stop()
+        assert c.post(f"/api/v1/asset-pools/{pool['id']}/cashflows").status_code == 200
+        after = c.get("/metrics").text
+    for name in ("cache_errors_total", "cache_misses_total"):
+        counted = metric_value(after, name, cache="cashflow") - metric_value(
+            before, name, cache="cashflow"
+        )
+        assert counted == 1, name
