@@ -1,6 +1,15 @@
 from __future__ import annotations
 
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import update
+
+from app.main import create_app
+from app.models import AssetClass
+from app.services import reference
 
 
 def test_list_is_paginated_with_links(client: TestClient) -> None:
@@ -55,3 +64,28 @@ def test_default_page_size_is_20(client: TestClient) -> None:
     second = client.get("/api/v1/asset-classes?page=2").json()
     assert second["items"] == []
     assert second["prev"] == "/api/v1/asset-classes?page=1&size=20"
+
+
+def test_reference_data_is_reread_once_its_ttl_has_passed(
+    make_settings: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A row changed in the database shows after CACHE_TTL_STABLE seconds, not before."""
+    now = [1000.0]
+    monkeypatch.setattr(reference, "time", SimpleNamespace(monotonic=lambda: now[0]))
+    app = create_app(make_settings(cache_ttl_stable=600))
+    with TestClient(app) as c:
+
+        def cpr() -> float:
+            value: float = c.get("/api/v1/asset-classes/RMBS").json()["default_cpr"]
+            return value
+
+        loaded = cpr()
+        with app.state.sessions() as session:
+            session.execute(
+                update(AssetClass).where(AssetClass.code == "RMBS").values(default_cpr=0.42)
+            )
+            session.commit()
+        now[0] += 599
+        assert cpr() == loaded != 0.42
+        now[0] += 1
+        assert cpr() == 0.42
