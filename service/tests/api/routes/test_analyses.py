@@ -172,3 +172,26 @@ def test_portfolio_wal_is_weighted_by_balance(client: TestClient, auth: dict[str
     portfolio = result["portfolio"]
     assert portfolio["balance"] == pytest.approx(balance)
     assert portfolio["weighted_average_life"] == pytest.approx(weighted)
+
+
+@pytest.mark.parametrize(
+    ("status", "age", "expected"),
+    [("queued", 295, "queued"), ("queued", 305, "lost"), ("done", 3600, "done")],
+)
+def test_queued_job_of_a_dead_worker_reads_lost_after_five_minutes(
+    client: TestClient, redis_client: redis.Redis, status: str, age: int, expected: str
+) -> None:
+    """A job left "queued" (its worker died) reads "lost" once not updated for 300 s."""
+    then = time.time() - age
+    state = {
+        "job_id": "abandoned",
+        "status": status,
+        "total": 1,
+        "completed": 0,
+        "created_at": then,
+        "updated_at": then,
+        "error": None,
+        "result": None,
+    }
+    redis_client.set("job:abandoned", orjson.dumps(state))
+    assert client.get("/api/v1/analyses/abandoned").json()["status"] == expected
