@@ -151,6 +151,25 @@ def test_list_filters_by_asset_class(client: TestClient, auth: dict[str, str]) -
     assert body["items"][0]["asset_class_code"] == "AUTO"
 
 
+def test_list_page_links_keep_the_asset_class_filter_and_size(
+    client: TestClient, auth: dict[str, str]
+) -> None:
+    """next/prev of a filtered listing stay on that asset class and page size."""
+    auto = []
+    for _ in range(3):
+        client.post("/api/v1/asset-pools", json=POOL, headers=auth)
+        created = client.post(
+            "/api/v1/asset-pools", json={**POOL, "asset_class_code": "AUTO"}, headers=auth
+        )
+        auto.append(created.json()["id"])
+    body = client.get("/api/v1/asset-pools?asset_class=AUTO&page=2&size=1").json()
+    assert (body["total"], body["pages"]) == (3, 3)
+    assert body["next"] == "/api/v1/asset-pools?asset_class=AUTO&page=3&size=1"
+    assert body["prev"] == "/api/v1/asset-pools?asset_class=AUTO&page=1&size=1"
+    pages = [client.get(body["prev"]).json(), body, client.get(body["next"]).json()]
+    assert [p["items"][0]["id"] for p in pages] == auto
+
+
 def test_missing_pool_is_404(client: TestClient, auth: dict[str, str]) -> None:
     assert client.get("/api/v1/asset-pools/999").status_code == 404
     assert client.patch("/api/v1/asset-pools/999", json={"wam": 2}, headers=auth).status_code == 404
