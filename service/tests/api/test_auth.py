@@ -4,6 +4,7 @@ import time
 from typing import Any
 
 import jwt
+import pytest
 from fastapi.testclient import TestClient
 
 from app.core.config import Settings
@@ -56,6 +57,26 @@ def test_token_without_expiry_is_401(client: TestClient, settings: Settings) -> 
         algorithm="HS256",
     )
     assert client.post("/api/v1/asset-pools", json=POOL, headers=bearer(token)).status_code == 401
+
+
+@pytest.mark.parametrize(
+    "scopes",
+    ["write", 7, ["write", 1], {"write": True}],
+    ids=["string", "number", "list-with-a-number", "object"],
+)
+def test_scopes_claim_that_is_not_a_list_of_strings_is_401(
+    client: TestClient, settings: Settings, scopes: object
+) -> None:
+    """A validly signed token whose scopes claim is not a list of strings is refused: 401."""
+    now = int(time.time())
+    token = jwt.encode(
+        {"sub": "u", "scopes": scopes, "iat": now, "exp": now + 600},
+        settings.secret_key.get_secret_value(),
+        algorithm="HS256",
+    )
+    resp = client.post("/api/v1/asset-pools", json=POOL, headers=bearer(token))
+    assert resp.status_code == 401, resp.text
+    assert resp.headers["www-authenticate"] == "Bearer"
 
 
 def test_read_scope_cannot_write(client: TestClient, settings: Settings) -> None:
