@@ -63,6 +63,16 @@ def test_request_id_is_taken_from_header_or_made(client: TestClient) -> None:
     assert hostile.headers["x-request-id"] != "bad id\twith spaces"
 
 
+def test_request_id_header_is_capped_at_128_characters(client: TestClient) -> None:
+    """An incoming X-Request-ID of 128 characters is kept; one of 129 is replaced by a new id."""
+    longest = "a" * 128
+    assert (
+        client.get("/health", headers={"X-Request-ID": longest}).headers["x-request-id"] == longest
+    )
+    replaced = client.get("/health", headers={"X-Request-ID": longest + "a"})
+    assert len(replaced.headers["x-request-id"]) == 32
+
+
 def test_access_log_line_has_request_id(
     make_settings: Any, capsys: pytest.CaptureFixture[str]
 ) -> None:
