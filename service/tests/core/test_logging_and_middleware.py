@@ -148,6 +148,32 @@ def test_trusted_hosts_and_cors(make_settings: Any) -> None:
         assert "access-control-allow-origin" not in other.headers
 
 
+def test_cors_lets_browsers_send_and_read_the_request_id_and_rate_limit_headers(
+    make_settings: Any,
+) -> None:
+    """An allowed origin may send X-Request-ID and read it, Retry-After and X-RateLimit-*."""
+    with TestClient(create_app(make_settings(cors_origins="https://ui.example"))) as c:
+        pre = c.options(
+            "/api/v1/asset-classes",
+            headers={
+                "Origin": "https://ui.example",
+                "Access-Control-Request-Method": "GET",
+                "Access-Control-Request-Headers": "Authorization, X-Request-ID",
+            },
+        )
+        assert pre.status_code == 200
+        resp = c.get("/api/v1/asset-classes", headers={"Origin": "https://ui.example"})
+    exposed = {h.strip().lower() for h in resp.headers["access-control-expose-headers"].split(",")}
+    assert exposed >= {
+        "x-request-id",
+        "retry-after",
+        "x-ratelimit-limit",
+        "x-ratelimit-burst",
+        "x-ratelimit-remaining",
+        "x-ratelimit-reset",
+    }
+
+
 def _run(app: Any, timeout: float) -> list[dict[str, Any]]:
     sent: list[dict[str, Any]] = []
 
