@@ -202,6 +202,22 @@ def test_request_timeout_answers_504() -> None:
     assert (errors_total("timeout"), errors_total("exception")) == (before[0] + 1, before[1])
 
 
+@pytest.mark.parametrize("failure", ["timeout", "exception"])
+def test_no_error_response_once_the_response_has_started(failure: str) -> None:
+    """A timeout or error after the headers went out sends no second response start (no 504/500)."""
+
+    async def starts_then_fails(scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        if failure == "exception":
+            raise RuntimeError("boom")
+        await asyncio.sleep(5)
+
+    before = errors_total(failure)
+    sent = _run(starts_then_fails, 0.05)
+    assert [(m["type"], m.get("status")) for m in sent] == [("http.response.start", 200)]
+    assert errors_total(failure) == before + 1
+
+
 def test_request_timeout_is_request_timeout_setting(make_settings: Any) -> None:
     """Through the real app: a /health whose Redis check hangs is cut off after REQUEST_TIMEOUT,
     and the timeout shows in app_errors_total."""
