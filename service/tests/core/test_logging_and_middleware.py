@@ -174,7 +174,9 @@ def test_cors_lets_browsers_send_and_read_the_request_id_and_rate_limit_headers(
     }
 
 
-def _run(app: Any, timeout: float) -> list[dict[str, Any]]:
+def _run(
+    app: Any, timeout: float, headers: list[tuple[bytes, bytes]] | None = None
+) -> list[dict[str, Any]]:
     sent: list[dict[str, Any]] = []
 
     async def receive() -> dict[str, Any]:
@@ -183,7 +185,7 @@ def _run(app: Any, timeout: float) -> list[dict[str, Any]]:
     async def send(message: Any) -> None:
         sent.append(message)
 
-    scope = {"type": "http", "method": "GET", "path": "/slow", "headers": []}
+    scope = {"type": "http", "method": "GET", "path": "/slow", "headers": headers or []}
     asyncio.run(RequestContextMiddleware(app, timeout=timeout, metrics=True)(scope, receive, send))
     return sent
 
@@ -216,6 +218,42 @@ def test_no_error_response_once_the_response_has_started(failure: str) -> None:
     sent = _run(starts_then_fails, 0.05)
     assert [(m["type"], m.get("status")) for m in sent] == [("http.response.start", 200)]
     assert errors_total(failure) == before + 1
+
+
+class JsonLines(logging.Handler):
+    """Collects the records of a logger as the parsed JSON lines the app writes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.setFormatter(JsonFormatter())
+        self.lines: list[dict[str, Any]] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(json.loads(self.format(record)))
+
+
+def test_access_log_line_has_duration_in_milliseconds_and_request_id(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The JSON access line of a request that takes 100 ms says duration_ms >= 90 and its id."""
+
+    async def takes_100ms(scope: Any, receive: Any, send: Any) -> None:
+        await asyncio.sleep(0.1)
+        await send({"type": "http.response.start", "status": 204, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    handler = JsonLines()
+    logger = logging.getLogger("app.api")
+    logger.addHandler(handler)
+    try:
+        with caplog.at_level(logging.INFO, logger="app.api"):
+            _run(takes_100ms, 5, headers=[(b"x-request-id", b"timed-1")])
+    finally:
+        logger.removeHandler(handler)
+    (access,) = [x for x in handler.lines if x["message"] == "request"]
+    assert access["request_id"] == "timed-1"
+    assert access["status"] == 204
+    assert 90 <= access["duration_ms"] < 60_000  # milliseconds, not seconds or microseconds
 
 
 def test_request_timeout_is_request_timeout_setting(make_settings: Any) -> None:
