@@ -1,11 +1,13 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import logging
 import logging.config
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -87,26 +89,53 @@ def test_access_log_line_has_request_id(
     assert access[0]["status"] == 200
 
 
-def test_logging_conf_writes_json_to_a_watched_file(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+@pytest.fixture
+def shipped_logging_conf(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """Load the shipped logging.conf with its file handler in tmp_path; yield the log file."""
     log_file = tmp_path / "app.log"
     monkeypatch.setenv("APP_LOG_FILE", str(log_file))
+    root = logging.getLogger()
+    level = root.level
     logging.config.fileConfig(SERVICE / "logging.conf", disable_existing_loggers=False)
     try:
-        handler = logging.getLogger("app").handlers[0]
-        assert isinstance(handler, logging.handlers.WatchedFileHandler)
-        logging.getLogger("app.services").info("before rotation")
-        log_file.rename(tmp_path / "app.log.1")  # what logrotate does (create mode)
-        logging.getLogger("app.api").info("after rotation")
-        handler.flush()
-        assert json.loads((tmp_path / "app.log.1").read_text())["message"] == "before rotation"
-        assert json.loads(log_file.read_text())["message"] == "after rotation"
+        yield log_file
     finally:
         for h in logging.getLogger("app").handlers:
             h.close()
         logging.getLogger("app").handlers.clear()
         logging.getLogger("app").propagate = True
+        for h in root.handlers[:]:
+            if isinstance(h.formatter, JsonFormatter):  # logging.conf's stderr handler
+                root.removeHandler(h)
+        root.setLevel(level)
+
+
+def test_logging_conf_writes_json_to_a_watched_file(shipped_logging_conf: Path) -> None:
+    log_file = shipped_logging_conf
+    handler = logging.getLogger("app").handlers[0]
+    assert isinstance(handler, logging.handlers.WatchedFileHandler)
+    logging.getLogger("app.services").info("before rotation")
+    log_file.rename(log_file.with_name("app.log.1"))  # what logrotate does (create mode)
+    logging.getLogger("app.api").info("after rotation")
+    handler.flush()
+    assert json.loads(log_file.with_name("app.log.1").read_text())["message"] == "before rotation"
+    assert json.loads(log_file.read_text())["message"] == "after rotation"
+
+
+def test_logging_conf_writes_an_app_line_once_to_the_file_and_not_to_stderr(
+    shipped_logging_conf: Path,
+) -> None:
+    """app.* records propagate up to the `app` file handler and stop there (no stderr copy)."""
+    root = logging.getLogger()
+    (console,) = [h for h in root.handlers if isinstance(h.formatter, JsonFormatter)]
+    assert isinstance(console, logging.StreamHandler)  # logging.conf's stderr handler
+    console.setStream(stderr := io.StringIO())
+    for name in ("app.api", "app.services", "app.models"):
+        logging.getLogger(name).warning("from %s", name)
+    logging.getLogger("app").handlers[0].flush()
+    lines = [json.loads(x) for x in shipped_logging_conf.read_text().splitlines()]
+    assert [x["message"] for x in lines] == ["from app.api", "from app.services", "from app.models"]
+    assert stderr.getvalue() == ""
 
 
 def test_metrics_count_requests_by_route_and_status(client: TestClient) -> None:
