@@ -4,6 +4,7 @@ import multiprocessing
 import os
 import runpy
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -92,3 +93,39 @@ def test_trusted_proxies_reach_uvicorn_in_either_form_the_settings_accept(
     cfg = load(monkeypatch, TRUSTED_PROXIES=value)
     hosts = [h.strip() for h in str(cfg["forwarded_allow_ips"]).split(",")]
     assert hosts == ["10.0.0.1", "10.0.0.0/24"]
+
+
+def test_on_starting_empties_the_prometheus_multiprocess_dir(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """At start the master deletes the previous run's metric files and (re)creates the dir."""
+    stale, missing = tmp_path / "stale", tmp_path / "missing" / "prom"
+    stale.mkdir()
+    (stale / "counter_4242.db").write_bytes(b"old counts")
+    on_starting = load(monkeypatch)["on_starting"]
+    monkeypatch.setattr(
+        "app.core.config.get_settings", lambda: None
+    )  # settings are not tested here
+    for directory in (stale, missing):
+        monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(directory))
+        on_starting(None)  # type: ignore[operator]
+        assert directory.is_dir()
+        assert list(directory.iterdir()) == []
+
+
+def test_child_exit_removes_only_the_dead_workers_live_gauge_files(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """When a worker exits its live-gauge files go; its counters and other workers' files stay."""
+    files = [
+        "gauge_livesum_101.db",
+        "gauge_liveall_101.db",
+        "counter_101.db",
+        "gauge_livesum_202.db",
+    ]
+    for name in files:
+        (tmp_path / name).write_bytes(b"")
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+    child_exit = load(monkeypatch)["child_exit"]
+    child_exit(None, SimpleNamespace(pid=101))  # type: ignore[operator]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["counter_101.db", "gauge_livesum_202.db"]
