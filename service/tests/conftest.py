@@ -7,8 +7,11 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -201,3 +204,52 @@ def with_peer(app: Any) -> Any:
         await app(scope, receive, send)
 
     return wrapped
+
+
+SERVICE = Path(__file__).resolve().parents[1]
+
+
+@contextmanager
+def gunicorn(tmp_path: Path, template_db: Path, redis: RedisServer, **env: str) -> Iterator[int]:
+    """Real Gunicorn with the shipped gunicorn_config.py (and `env`) on a free port, serving a copy
+    of the template database; yields the port once /health answers. Its error log is
+    tmp_path/error.log."""
+    shutil.copy(template_db, tmp_path / "app.db")
+    port = free_port()
+    error_log = tmp_path / "error.log"
+    server = subprocess.Popen(
+        [
+            str(Path(sys.executable).parent / "gunicorn"),
+            "-c",
+            str(SERVICE / "gunicorn_config.py"),
+            "app.main:app",
+        ],
+        cwd=SERVICE,
+        env={
+            "PATH": os.environ["PATH"],
+            "HOME": os.environ.get("HOME", "/root"),
+            "ENVIRONMENT": "test",
+            "SECRET_KEY": SECRET,
+            "DATABASE_URL": f"sqlite:///{tmp_path}/app.db",
+            "REDIS_PORT": str(redis.port),
+            "RATE_LIMIT_ENABLED": "false",
+            "LOG_LEVEL": "WARNING",
+            "GUNICORN_BIND": f"127.0.0.1:{port}",
+            "GUNICORN_ERRORLOG": str(error_log),
+            **env,
+        },
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1).close()
+                break
+            except OSError:
+                assert server.poll() is None, error_log.read_text()
+                assert time.monotonic() < deadline, "Gunicorn did not answer within 30 s"
+                time.sleep(0.2)
+        yield port
+    finally:
+        server.terminate()
+        server.wait(timeout=60)

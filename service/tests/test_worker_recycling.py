@@ -8,18 +8,10 @@ yet read from are the ones the stock uvicorn worker resets (see app/core/worker.
 from __future__ import annotations
 
 import asyncio
-import os
-import shutil
-import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 
-from tests.conftest import SECRET, RedisServer, free_port
+from tests.conftest import RedisServer, gunicorn
 
-SERVICE = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
 REQUESTS, CONCURRENCY, MAX_REQUESTS = 2400, 32, 200
 
 
@@ -53,45 +45,17 @@ async def hammer(port: int) -> dict[str, int]:
 def test_recycled_workers_reset_no_request(
     tmp_path: Path, template_db: Path, redis_server: RedisServer
 ) -> None:
-    shutil.copy(template_db, tmp_path / "app.db")
-    port = free_port()
-    error_log = tmp_path / "error.log"
-    env = {
-        "PATH": os.environ["PATH"],
-        "HOME": os.environ.get("HOME", "/root"),
-        "ENVIRONMENT": "test",
-        "SECRET_KEY": SECRET,
-        "DATABASE_URL": f"sqlite:///{tmp_path}/app.db",
-        "REDIS_PORT": str(redis_server.port),
-        "RATE_LIMIT_ENABLED": "false",
-        "LOG_LEVEL": "WARNING",
-        "GUNICORN_BIND": f"127.0.0.1:{port}",
-        "GUNICORN_WORKERS": "2",
-        "GUNICORN_MAX_REQUESTS": str(MAX_REQUESTS),
-        "GUNICORN_MAX_REQUESTS_JITTER": "0",
-        "GUNICORN_ACCESSLOG": "",
-        "GUNICORN_ERRORLOG": str(error_log),
-        "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "prom"),
-    }
-    server = subprocess.Popen(
-        [str(BIN / "gunicorn"), "-c", str(SERVICE / "gunicorn_config.py"), "app.main:app"],
-        cwd=SERVICE,
-        env=env,
-    )
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1).close()
-                break
-            except OSError:
-                assert server.poll() is None, error_log.read_text()
-                assert time.monotonic() < deadline, "Gunicorn did not answer within 30 s"
-                time.sleep(0.2)
+    with gunicorn(
+        tmp_path,
+        template_db,
+        redis_server,
+        GUNICORN_WORKERS="2",
+        GUNICORN_MAX_REQUESTS=str(MAX_REQUESTS),
+        GUNICORN_MAX_REQUESTS_JITTER="0",
+        GUNICORN_ACCESSLOG="",
+        PROMETHEUS_MULTIPROC_DIR=str(tmp_path / "prom"),
+    ) as port:
         outcomes = asyncio.run(hammer(port))
-    finally:
-        server.terminate()
-        server.wait(timeout=60)
-    booted = error_log.read_text().count("Booting worker")
+    booted = (tmp_path / "error.log").read_text().count("Booting worker")
     assert booted - 2 >= 5, f"only {booted - 2} recycles: the test did not exercise recycling"
     assert outcomes == {"ok": REQUESTS}
