@@ -1,12 +1,16 @@
 from __future__ import annotations
 
+import http.client
 import multiprocessing
 import os
+import re
 import runpy
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+
+from tests.conftest import RedisServer, gunicorn
 
 CONFIG = Path(__file__).resolve().parents[1] / "gunicorn_config.py"
 
@@ -129,3 +133,33 @@ def test_child_exit_removes_only_the_dead_workers_live_gauge_files(
     child_exit = load(monkeypatch)["child_exit"]
     child_exit(None, SimpleNamespace(pid=101))  # type: ignore[operator]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["counter_101.db", "gauge_livesum_202.db"]
+
+
+def test_access_log_line_has_request_id_and_duration(
+    tmp_path: Path, template_db: Path, redis_server: RedisServer
+) -> None:
+    """Gunicorn's access.log follows access_log_format: client, request id, request, status,
+    bytes, duration in ms, user agent."""
+    access_log = tmp_path / "access.log"
+    with gunicorn(
+        tmp_path,
+        template_db,
+        redis_server,
+        GUNICORN_WORKERS="1",
+        GUNICORN_ACCESSLOG=str(access_log),
+    ) as port:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        conn.request(
+            "GET",
+            "/api/v1/asset-classes/RMBS?x=1",
+            headers={"X-Request-ID": "trace-7", "User-Agent": "probe/1"},
+        )
+        body = conn.getresponse().read()
+        conn.close()
+    expected = (
+        r'127\.0\.0\.1 trace-7 "GET /api/v1/asset-classes/RMBS\?x=1 HTTP/1\.1" '
+        rf'200 {len(body)} \d+ms "probe/1"'
+    )
+    lines = [x for x in access_log.read_text().splitlines() if "/asset-classes/RMBS" in x]
+    assert len(lines) == 1, lines  # one line per request, in that format
+    assert re.fullmatch(expected, lines[0]), lines[0]
