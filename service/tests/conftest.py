@@ -209,6 +209,21 @@ def with_peer(app: Any) -> Any:
 SERVICE = Path(__file__).resolve().parents[1]
 
 
+def wait_for_health(
+    server: subprocess.Popen[bytes], port: int, log: Path, limit: float = 60
+) -> None:
+    """Return once /health answers on `port`; fail with `log` if the server exits first."""
+    deadline = time.monotonic() + limit
+    while True:
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1).close()
+            return
+        except OSError:
+            assert server.poll() is None, log.read_text()
+            assert time.monotonic() < deadline, f"Gunicorn did not answer within {limit:.0f} s"
+            time.sleep(0.2)
+
+
 @contextmanager
 def gunicorn(tmp_path: Path, template_db: Path, redis: RedisServer, **env: str) -> Iterator[int]:
     """Real Gunicorn with the shipped gunicorn_config.py (and `env`) on a free port, serving a copy
@@ -240,15 +255,7 @@ def gunicorn(tmp_path: Path, template_db: Path, redis: RedisServer, **env: str) 
         },
     )
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1).close()
-                break
-            except OSError:
-                assert server.poll() is None, error_log.read_text()
-                assert time.monotonic() < deadline, "Gunicorn did not answer within 30 s"
-                time.sleep(0.2)
+        wait_for_health(server, port, error_log)
         yield port
     finally:
         server.terminate()

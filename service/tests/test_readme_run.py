@@ -13,11 +13,10 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 
-from tests.conftest import RedisServer, free_port
+from tests.conftest import RedisServer, free_port, wait_for_health
 
 SERVICE = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -65,15 +64,8 @@ def test_readme_steps_serve_from_a_fresh_checkout(
         stderr=subprocess.STDOUT,
     )
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                health = get_json(port, "/health")
-                break
-            except OSError:
-                assert server.poll() is None, (tmp_path / "gunicorn.log").read_text()
-                assert time.monotonic() < deadline, "Gunicorn did not answer within 60 s"
-                time.sleep(0.2)
+        wait_for_health(server, port, tmp_path / "gunicorn.log")
+        health = get_json(port, "/health")
         classes = get_json(port, "/api/v1/asset-classes")
     finally:
         server.terminate()
