@@ -133,6 +133,24 @@ def test_app_log_is_json_lines_and_gunicorn_logs_to_files(host):
     assert host.file("/var/log/asset-classes-api/error.log").exists
 
 
+def test_access_log_lines_follow_the_templates_access_log_format(host):
+    """client, request id, request, status, bytes, duration in ms, user agent, slot: one line."""
+    live = state(host)["live_slot"]
+    host.check_output(
+        f"curl -fsS -o /dev/null -H 'X-Request-ID: access-probe-1' -A probe/1 http://127.0.0.1:{PORTS[live]}/health"
+    )
+    # The line is written once the response has gone out: give it a moment.
+    result = host.run(
+        "for i in $(seq 20); do grep -h access-probe-1 /var/log/asset-classes-api/access.log && exit 0;"
+        " sleep 0.25; done; exit 1"
+    )
+    assert result.rc == 0, "no access.log line carries the request id"
+    lines = result.stdout.strip().splitlines()
+    assert len(lines) == 1, lines
+    expected = rf'127\.0\.0\.1 access-probe-1 "GET /health HTTP/1\.1" 200 \d+ \d+ms "probe/1" {live}'
+    assert re.fullmatch(expected, lines[0]), lines
+
+
 def test_logrotate_rotates_and_gunicorn_reopens_its_log(host):
     assert host.run(f"logrotate --debug /etc/logrotate.d/{APP}").rc == 0
     rotated = host.run(f"logrotate --force /etc/logrotate.d/{APP}")
