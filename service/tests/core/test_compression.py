@@ -30,6 +30,9 @@ from app.core.compression import GZIP_MAGIC, accepts_gzip, gunzip_bytes, gzip_by
         ("gzip;q=2", False),
         ("gzipped", False),
         ("identity;q=1, gzip;q=0.001", True),
+        ("gzip;Q=0", False),  # parameter names are case-insensitive
+        ("gzip, x-gzip;q=0", True),  # the same coding twice: the higher q counts
+        ("x-gzip;q=0, gzip;q=0.5", True),
     ],
 )
 def test_accepts_gzip_reads_q_values(header: str | None, expected: bool) -> None:
