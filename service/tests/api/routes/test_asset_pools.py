@@ -170,6 +170,16 @@ def test_list_page_links_keep_the_asset_class_filter_and_size(
     assert [p["items"][0]["id"] for p in pages] == auto
 
 
+def test_empty_listing_has_one_empty_page(client: TestClient) -> None:
+    """No pools: one page (not zero), no next; page 2 points back to page 1, never page 0."""
+    body = client.get("/api/v1/asset-pools?size=5").json()
+    assert (body["items"], body["total"], body["pages"]) == ([], 0, 1)
+    assert (body["next"], body["prev"]) == (None, None)
+    beyond = client.get("/api/v1/asset-pools?page=2&size=5").json()
+    assert (beyond["items"], beyond["pages"]) == ([], 1)
+    assert beyond["prev"] == "/api/v1/asset-pools?page=1&size=5"
+
+
 def test_missing_pool_is_404(client: TestClient, auth: dict[str, str]) -> None:
     assert client.get("/api/v1/asset-pools/999").status_code == 404
     assert client.patch("/api/v1/asset-pools/999", json={"wam": 2}, headers=auth).status_code == 404
