@@ -72,6 +72,7 @@ def test_invalid_value_names_the_variable(
         "short-but-real",
         "change-me-to-a-long-random-secret-value",  # long enough, still a placeholder
         "Change-This-Before-Deploying-To-Production-Please",
+        "secret" + " " * 40,  # a placeholder padded past the length check
     ],
 )
 def test_production_refuses_missing_or_placeholder_secret(
