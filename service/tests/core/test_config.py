@@ -129,6 +129,12 @@ def test_pool_size_cannot_exceed_max_connections() -> None:
         load_settings(redis_connection_pool_size=20, redis_max_connections=10)
 
 
+def test_pool_size_may_equal_max_connections() -> None:
+    """REDIS_CONNECTION_POOL_SIZE = REDIS_MAX_CONNECTIONS is allowed: every connection opened early."""
+    settings = load_settings(redis_connection_pool_size=10, redis_max_connections=10)
+    assert settings.redis_connection_pool_size == settings.redis_max_connections == 10
+
+
 def test_get_settings_is_cached() -> None:
     assert get_settings() is get_settings()
 
