@@ -135,13 +135,29 @@ def test_pool_size_may_equal_max_connections() -> None:
     assert settings.redis_connection_pool_size == settings.redis_max_connections == 10
 
 
+def test_address_lists_accept_host_bits_and_stray_commas(monkeypatch: pytest.MonkeyPatch) -> None:
+    """TRUSTED_PROXIES/ADMIN_ALLOWED_IPS take '10.0.0.1/8' as 10.0.0.0/8 and skip empty items."""
+    monkeypatch.setenv("TRUSTED_PROXIES", "127.0.0.1, 10.0.0.1/8,")
+    monkeypatch.setenv("ADMIN_ALLOWED_IPS", ",192.168.1.7/24,,::1")
+    settings = load_settings()
+    assert settings.trusted_proxies == ["127.0.0.1", "10.0.0.1/8"]
+    assert settings.admin_allowed_ips == ["192.168.1.7/24", "::1"]
+
+
 def test_get_settings_is_cached() -> None:
     assert get_settings() is get_settings()
 
 
 @pytest.mark.parametrize(
     ("text", "expected"),
-    [("100/minute", (100, 60)), ("5/s", (5, 1)), (" 7 / hour", (7, 3600))],
+    [
+        ("100/minute", (100, 60)),
+        ("5/s", (5, 1)),
+        (" 7 / hour", (7, 3600)),
+        ("3/m", (3, 60)),
+        ("2/H", (2, 3600)),
+        ("9/Second", (9, 1)),
+    ],
 )
 def test_parse_rate(text: str, expected: tuple[int, int]) -> None:
     assert parse_rate(text) == expected
