@@ -59,6 +59,32 @@ def test_token_without_expiry_is_401(client: TestClient, settings: Settings) -> 
     assert client.post("/api/v1/asset-pools", json=POOL, headers=bearer(token)).status_code == 401
 
 
+@pytest.mark.parametrize("missing", ["sub", "iat"])
+def test_token_without_subject_or_issue_time_is_401(
+    client: TestClient, settings: Settings, missing: str
+) -> None:
+    """`sub` and `iat` are required claims, like `exp`: a signed token without one gets 401."""
+    now = int(time.time())
+    claims = {"sub": "u", "scopes": ["write"], "iat": now, "exp": now + 600}
+    del claims[missing]
+    token = jwt.encode(claims, settings.secret_key.get_secret_value(), algorithm="HS256")
+    assert client.post("/api/v1/asset-pools", json=POOL, headers=bearer(token)).status_code == 401
+
+
+@pytest.mark.filterwarnings("ignore::jwt.warnings.InsecureKeyLengthWarning")  # 46-byte test key
+def test_token_signed_with_another_hs_algorithm_is_401(
+    client: TestClient, settings: Settings
+) -> None:
+    """Only JWT_ALGORITHM (HS256 here) is accepted: the same key with HS512 gets 401."""
+    now = int(time.time())
+    token = jwt.encode(
+        {"sub": "u", "scopes": ["write"], "iat": now, "exp": now + 600},
+        settings.secret_key.get_secret_value(),
+        algorithm="HS512",
+    )
+    assert client.post("/api/v1/asset-pools", json=POOL, headers=bearer(token)).status_code == 401
+
+
 @pytest.mark.parametrize(
     "scopes",
     ["write", 7, ["write", 1], {"write": True}],
