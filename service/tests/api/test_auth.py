@@ -159,6 +159,24 @@ def test_admin_needs_scope_and_allowed_address(make_settings: Any, pool: dict[st
         assert c.delete("/api/v1/admin/cache", headers={**outside, **admin}).status_code == 403
 
 
+def test_admin_allow_list_checks_the_client_behind_a_trusted_proxy(
+    make_settings: Any, pool: dict[str, Any]
+) -> None:
+    """Behind a trusted proxy the allow-list applies to the X-Forwarded-For client, not the proxy;
+    from any other peer the header is ignored, so it cannot smuggle an allowed address in."""
+    settings = make_settings(admin_allowed_ips="10.0.0.0/8", trusted_proxies="192.0.2.1")
+    admin = bearer(create_token("ops", ["admin"], settings=settings))
+    with TestClient(with_peer(create_app(settings))) as c:
+
+        def flush(peer: str, forwarded_for: str) -> int:
+            headers = {**admin, "X-Test-Peer": peer, "X-Forwarded-For": forwarded_for}
+            return c.delete("/api/v1/admin/cache", headers=headers).status_code
+
+        assert flush("192.0.2.1", "10.1.2.3") == 200
+        assert flush("192.0.2.1", "192.168.1.1") == 403
+        assert flush("198.51.100.7", "10.1.2.3") == 403
+
+
 def test_docs_and_schema_are_hidden_in_production_unless_debug(make_settings: Any) -> None:
     for overrides, expected in (
         ({"environment": "production"}, 404),

@@ -8,6 +8,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from app import __version__
+from app.core.security import create_token
 from app.main import create_app
 from tests.conftest import POOL, RedisServer, metric_value
 
@@ -44,8 +45,6 @@ def test_redis_down_keeps_serving_and_health_degrades(
         redis_retry_count=1,
     )
     with TestClient(create_app(settings), client=("127.0.0.1", 1)) as c:
-        from app.core.security import create_token
-
         auth = {"Authorization": "Bearer " + create_token("t", ["write"], settings=settings)}
         pool = c.post("/api/v1/asset-pools", json=POOL, headers=auth).json()
         assert c.post(f"/api/v1/asset-pools/{pool['id']}/cashflows").headers["x-cache"] == "MISS"
@@ -55,6 +54,9 @@ def test_redis_down_keeps_serving_and_health_degrades(
         assert health.status_code == 200
         assert health.json()["status"] == "degraded"
         assert health.json()["checks"]["redis"]["status"] == "down"
+        assert health.json()["checks"]["redis"]["detail"] == "cache bypassed, rate limiting " + (
+            "open" if fail_open else "closed"
+        )
         listing = c.get("/api/v1/asset-classes")
         projection = c.post(f"/api/v1/asset-pools/{pool['id']}/cashflows")
         if fail_open:
@@ -87,8 +89,6 @@ def test_cache_bypassed_when_redis_down_without_rate_limit(
 ) -> None:
     settings = make_settings(redis_port=own_redis.port, redis_retry_count=0)
     with TestClient(create_app(settings)) as c:
-        from app.core.security import create_token
-
         auth = {"Authorization": "Bearer " + create_token("t", ["write"], settings=settings)}
         pool = c.post("/api/v1/asset-pools", json=POOL, headers=auth).json()
         own_redis.stop()
@@ -102,6 +102,22 @@ def test_cache_bypassed_when_redis_down_without_rate_limit(
             c.post("/api/v1/analyses", json={"pool_ids": [pool["id"]]}, headers=auth).status_code
             == 503
         )
+
+
+def test_admin_flush_with_redis_down_is_503_and_opens_the_breaker(
+    make_settings: Any, own_redis: RedisServer
+) -> None:
+    """A flush that cannot reach Redis answers 503 and marks Redis down, like any other caller."""
+    settings = make_settings(redis_port=own_redis.port, redis_retry_count=0, redis_down_backoff=60)
+    app = create_app(settings)
+    admin = {"Authorization": "Bearer " + create_token("ops", ["admin"], settings=settings)}
+    with TestClient(app, client=("127.0.0.1", 1)) as c:
+        own_redis.stop()
+        assert app.state.redis.available
+        resp = c.delete("/api/v1/admin/cache", headers=admin)
+        assert resp.status_code == 503
+        assert resp.json()["detail"] == "Redis unavailable"
+        assert not app.state.redis.available
 
 
 def test_database_down_is_503(make_settings: Any, tmp_path: Path) -> None:
@@ -157,8 +173,6 @@ def test_failed_cache_read_counts_one_cache_error(
     """A projection whose cache GET fails (Redis down) counts one cache error and one miss."""
     settings = make_settings(redis_port=own_redis.port, redis_retry_count=0, redis_down_backoff=60)
     with TestClient(create_app(settings)) as c:
-        from app.core.security import create_token
-
         auth = {"Authorization": "Bearer " + create_token("t", ["write"], settings=settings)}
         pool = c.post("/api/v1/asset-pools", json=POOL, headers=auth).json()
         before = c.get("/metrics").text
