@@ -120,6 +120,26 @@ def test_admin_flush_with_redis_down_is_503_and_opens_the_breaker(
         assert not app.state.redis.available
 
 
+def test_analyses_with_redis_down_are_503_and_open_the_breaker(
+    make_settings: Any, own_redis: RedisServer
+) -> None:
+    """Starting a job or reading its status without Redis answers 503 and marks Redis down."""
+    settings = make_settings(redis_port=own_redis.port, redis_retry_count=0, redis_down_backoff=60)
+    app = create_app(settings)
+    auth = {"Authorization": "Bearer " + create_token("t", ["write"], settings=settings)}
+    with TestClient(app) as c:
+        own_redis.stop()
+        for method, url, body in (
+            ("POST", "/api/v1/analyses", {"pool_ids": [1]}),
+            ("GET", "/api/v1/analyses/some-job", None),
+        ):
+            app.state.redis.mark_up()
+            resp = c.request(method, url, json=body, headers=auth)
+            assert resp.status_code == 503, method
+            assert resp.json()["detail"] == "Job store unavailable"
+            assert not app.state.redis.available, method
+
+
 def test_database_down_is_503(make_settings: Any, tmp_path: Path) -> None:
     settings = make_settings(database_url=f"sqlite:///{tmp_path}/missing/dir/x.db")
     with TestClient(create_app(settings)) as c:
