@@ -87,6 +87,12 @@ def test_unknown_job_is_404(client: TestClient) -> None:
     assert client.get("/api/v1/analyses/nope").status_code == 404
 
 
+def test_job_id_longer_than_64_characters_is_422(client: TestClient) -> None:
+    """The id is bounded before it is used to build a Redis key."""
+    assert client.get("/api/v1/analyses/" + "a" * 64).status_code == 404
+    assert client.get("/api/v1/analyses/" + "a" * 65).status_code == 422
+
+
 @pytest.fixture
 def held_jobs(monkeypatch: pytest.MonkeyPatch) -> Iterator[threading.Event]:
     """Analysis work waits (in its worker thread) until the test sets the returned event, so a
@@ -195,3 +201,18 @@ def test_queued_job_of_a_dead_worker_reads_lost_after_five_minutes(
     }
     redis_client.set("job:abandoned", orjson.dumps(state))
     assert client.get("/api/v1/analyses/abandoned").json()["status"] == expected
+
+
+def test_running_job_is_tracked_for_shutdown_until_it_ends(
+    client: TestClient, auth: dict[str, str], pool: dict[str, Any], held_jobs: threading.Event
+) -> None:
+    """The job's task sits in app.state.tasks (which shutdown cancels) until it has finished."""
+    tasks = client.app.state.tasks  # type: ignore[attr-defined]
+    resp = client.post("/api/v1/analyses", json={"pool_ids": [pool["id"]]}, headers=auth)
+    assert len(tasks) == 1
+    held_jobs.set()
+    assert wait_done(client, resp.json()["status_url"])["status"] == "done"
+    deadline = time.monotonic() + 20
+    while tasks:
+        assert time.monotonic() < deadline, "finished task was not removed"
+        time.sleep(0.01)
