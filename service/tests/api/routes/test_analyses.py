@@ -216,3 +216,87 @@ def test_running_job_is_tracked_for_shutdown_until_it_ends(
     while tasks:
         assert time.monotonic() < deadline, "finished task was not removed"
         time.sleep(0.01)
+
+
+def test_failed_job_reports_failed_and_only_the_error_type(
+    client: TestClient, auth: dict[str, str], pool: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An exception in the work ends the job as "failed" with its class name, not its text."""
+
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("could not connect to db-internal.example:5432")
+
+    monkeypatch.setattr(jobs, "_analyse_chunk", broken)
+    resp = client.post("/api/v1/analyses", json={"pool_ids": [pool["id"]]}, headers=auth)
+    body = wait_done(client, resp.json()["status_url"])
+    assert (body["status"], body["error"], body["result"]) == ("failed", "RuntimeError", None)
+
+
+def test_job_state_expires_after_cache_ttl(
+    client: TestClient,
+    auth: dict[str, str],
+    pool: dict[str, Any],
+    settings: Any,
+    redis_client: redis.Redis,
+) -> None:
+    """The job:{id} key carries a TTL of CACHE_TTL, so finished jobs do not pile up in Redis."""
+    resp = client.post("/api/v1/analyses", json={"pool_ids": [pool["id"]]}, headers=auth)
+    wait_done(client, resp.json()["status_url"])
+    ttl = redis_client.ttl(f"job:{resp.json()['job_id']}")
+    assert 0 < ttl <= settings.cache_ttl
+
+
+def test_analysis_of_only_unknown_pools_is_done_with_an_empty_portfolio(
+    client: TestClient, auth: dict[str, str]
+) -> None:
+    """No pool found: a zero balance gives a WAL of 0, not a division by zero."""
+    resp = client.post("/api/v1/analyses", json={"pool_ids": [99998, 99999]}, headers=auth)
+    body = wait_done(client, resp.json()["status_url"])
+    assert body["status"] == "done"
+    assert body["result"]["missing_pool_ids"] == [99998, 99999]
+    assert body["result"]["pools"] == []
+    assert set(body["result"]["portfolio"].values()) == {0.0}
+
+
+def test_progress_is_saved_after_each_chunk(
+    client: TestClient, auth: dict[str, str], pool: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With chunks of one pool, the status shows 1 of 2 done while the second chunk still runs."""
+    release = threading.Event()
+    original = jobs._analyse_chunk
+    calls: list[int] = []
+
+    def second_waits(*args: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        if len(calls) == 2:
+            release.wait(timeout=20)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(jobs, "CHUNK", 1)
+    monkeypatch.setattr(jobs, "_analyse_chunk", second_waits)
+    other = client.post("/api/v1/asset-pools", json=POOL, headers=auth).json()["id"]
+    resp = client.post("/api/v1/analyses", json={"pool_ids": [pool["id"], other]}, headers=auth)
+    url = resp.json()["status_url"]
+    try:
+        deadline = time.monotonic() + 20
+        while (body := client.get(url).json())["completed"] == 0:
+            assert time.monotonic() < deadline, "progress was not saved"
+            time.sleep(0.01)
+        assert (body["status"], body["completed"], body["total"]) == ("running", 1, 2)
+    finally:
+        release.set()
+    assert wait_done(client, url)["completed"] == 2
+
+
+def test_portfolio_totals_are_the_sums_over_pools(client: TestClient, auth: dict[str, str]) -> None:
+    """Every summed field of the portfolio (principal, interest, defaults, ...) adds up."""
+    ids = [
+        client.post("/api/v1/asset-pools", json={**POOL, **spec}, headers=auth).json()["id"]
+        for spec in ({"current_balance": 2_000_000.0}, {"current_balance": 50_000.0, "wam": 60})
+    ]
+    resp = client.post("/api/v1/analyses", json={"pool_ids": ids}, headers=auth)
+    result = wait_done(client, resp.json()["status_url"])["result"]
+    for field in jobs.SUM_FIELDS:
+        assert result["portfolio"][field] == pytest.approx(
+            sum(p["summary"][field] for p in result["pools"])
+        ), field
