@@ -204,3 +204,24 @@ def test_failed_cache_read_counts_one_cache_error(
             before, name, cache="cashflow"
         )
         assert counted == 1, name
+
+
+def test_while_the_breaker_is_open_the_cache_does_not_try_redis(
+    make_settings: Any, own_redis: RedisServer
+) -> None:
+    """Once Redis is marked down, a pool write skips invalidation and a projection skips the
+    cache: no Redis call, so no cache error counted."""
+    settings = make_settings(redis_port=own_redis.port, redis_retry_count=0, redis_down_backoff=60)
+    app = create_app(settings)
+    with TestClient(app) as c:
+        auth = {"Authorization": "Bearer " + create_token("t", ["write"], settings=settings)}
+        pool = c.post("/api/v1/asset-pools", json=POOL, headers=auth).json()
+        own_redis.stop()
+        app.state.redis.mark_down(ConnectionError("down"))
+        before = c.get("/metrics").text
+        patched = c.patch(f"/api/v1/asset-pools/{pool['id']}", json={"wam": 120}, headers=auth)
+        projected = c.post(f"/api/v1/asset-pools/{pool['id']}/cashflows")
+        after = c.get("/metrics").text
+    assert (patched.status_code, projected.status_code) == (200, 200)
+    errors = metric_value(after, "cache_errors_total", cache="cashflow")
+    assert errors == metric_value(before, "cache_errors_total", cache="cashflow")

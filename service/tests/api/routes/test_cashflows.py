@@ -52,6 +52,13 @@ def test_explicit_assumptions(client: TestClient, pool: dict[str, Any]) -> None:
     assert first["interest"] == pytest.approx(1_000_000 * 0.06 / 12)
 
 
+def test_month_is_a_json_integer(client: TestClient, pool: dict[str, Any]) -> None:
+    """The rows come from a float table; month is still written as 1, not 1.0."""
+    body = client.post(url(pool), json={"months": 2}).text
+    assert '"month":1,' in body
+    assert '"month":1.0' not in body
+
+
 def test_bad_assumptions_are_422(client: TestClient, pool: dict[str, Any]) -> None:
     resp = client.post(url(pool), json={"cpr": 2, "months": 0, "recovery_lag": -1})
     assert resp.status_code == 422
@@ -147,6 +154,26 @@ def test_pool_index_lives_as_long_as_its_entries(
     for p, ttl in ((rmbs, stable), (auto, dynamic)):
         index_ttl = int(redis_client.ttl(f"cf:idx:{p['id']}"))
         assert index_ttl >= entry_ttl(redis_client, p) > ttl - 10, (p["asset_class_code"], ttl)
+
+
+def test_pool_index_outlives_entries_of_a_tier_the_pool_has_left(
+    client: TestClient, pool: dict[str, Any], redis_client: redis.Redis
+) -> None:
+    """RMBS moves from the stable to the dynamic tier: the pool's new, short-lived entry must not
+    cut the index's TTL below that of the older stable entry it still has to find."""
+    client.post(url(pool))  # stable entry, 86400 s
+    app: Any = client.app
+    with app.state.sessions() as session:
+        session.execute(
+            sa.update(AssetClass).where(AssetClass.code == "RMBS").values(data_tier="dynamic")
+        )
+        session.commit()
+    app.state.reference.invalidate()
+    assert client.post(url(pool)).headers["x-cache"] == "MISS"  # dynamic entry, 3600 s
+    index = f"cf:idx:{pool['id']}"
+    entry_ttls = [int(redis_client.ttl(k)) for k in redis_client.smembers(index)]
+    assert len(entry_ttls) == 2
+    assert int(redis_client.ttl(index)) >= max(entry_ttls) > 86000
 
 
 def test_changed_reference_data_is_never_answered_from_old_entries(
