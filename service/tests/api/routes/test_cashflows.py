@@ -59,6 +59,23 @@ def test_month_is_a_json_integer(client: TestClient, pool: dict[str, Any]) -> No
     assert '"month":1.0' not in body
 
 
+def test_projection_names_the_pools_asset_class(client: TestClient, auth: dict[str, str]) -> None:
+    auto = client.post(
+        "/api/v1/asset-pools", json={**POOL, "asset_class_code": "AUTO"}, headers=auth
+    ).json()
+    assert client.post(url(auto)).json()["asset_class_code"] == "AUTO"
+
+
+def test_months_beyond_wam_are_capped_and_share_the_wam_entry(
+    client: TestClient, pool: dict[str, Any]
+) -> None:
+    """months > WAM projects WAM months, reports months = WAM and is the same cache entry."""
+    assert client.post(url(pool), json={"months": 360}).headers["x-cache"] == "MISS"
+    capped = client.post(url(pool), json={"months": 480})
+    assert capped.json()["assumptions"]["months"] == 360
+    assert capped.headers["x-cache"] == "HIT"
+
+
 def test_bad_assumptions_are_422(client: TestClient, pool: dict[str, Any]) -> None:
     resp = client.post(url(pool), json={"cpr": 2, "months": 0, "recovery_lag": -1})
     assert resp.status_code == 422
