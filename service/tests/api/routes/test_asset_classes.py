@@ -10,6 +10,7 @@ from sqlalchemy import update
 from app.main import create_app
 from app.models import AssetClass
 from app.services import reference
+from tests.conftest import metric_value
 
 
 def test_list_is_paginated_with_links(client: TestClient) -> None:
@@ -89,3 +90,26 @@ def test_reference_data_is_reread_once_its_ttl_has_passed(
         assert cpr() == loaded != 0.42
         now[0] += 1
         assert cpr() == 0.42
+
+
+def test_reference_reads_count_as_cache_hits(client: TestClient) -> None:
+    """Requests answered from the in-memory copy count as hits of the "reference" cache."""
+    client.get("/api/v1/asset-classes/RMBS")  # loaded by now
+    before = client.get("/metrics").text
+    client.get("/api/v1/asset-classes/RMBS")
+    client.get("/api/v1/asset-classes")
+    after = client.get("/metrics").text
+    for name, delta in (("cache_hits_total", 2), ("cache_misses_total", 0)):
+        assert (
+            metric_value(after, name, cache="reference")
+            - metric_value(before, name, cache="reference")
+            == delta
+        ), name
+
+
+def test_a_load_queued_behind_another_reuses_its_result(client: TestClient) -> None:
+    """load() rechecks under its lock: a thread that waited for it does not read the DB again."""
+    app: Any = client.app
+    cache = reference.ReferenceCache(app.state.sessions, ttl=600)
+    first = cache.load()
+    assert cache.load() is first
