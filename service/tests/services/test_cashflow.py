@@ -143,3 +143,10 @@ def test_zero_rate_pays_straight_line() -> None:
 def test_rejects_out_of_range_pool() -> None:
     with pytest.raises(ValueError, match="out of range"):
         project(0, 0.05, 12, 0, Assumptions(0, 0, 0, 0, 12))
+
+
+def test_pool_that_defaults_entirely_with_full_severity_has_zero_wal() -> None:
+    """CDR 100 % and severity 100 %: no principal cash at all, so WAL is 0 (no division by 0)."""
+    s = project(1000.0, 0.06, 12, 0.0, Assumptions(0.0, 1.0, 1.0, 1, 12)).summary
+    assert s["total_losses"] == pytest.approx(1000.0)
+    assert s["weighted_average_life"] == 0.0
