@@ -10,6 +10,7 @@ from types import SimpleNamespace
 
 import pytest
 
+from app.core.config import SettingsError
 from tests.conftest import RedisServer, gunicorn
 
 CONFIG = Path(__file__).resolve().parents[1] / "gunicorn_config.py"
@@ -163,3 +164,57 @@ def test_access_log_line_has_request_id_and_duration(
     lines = [x for x in access_log.read_text().splitlines() if "/asset-classes/RMBS" in x]
     assert len(lines) == 1, lines  # one line per request, in that format
     assert re.fullmatch(expected, lines[0]), lines[0]
+
+
+@pytest.mark.parametrize("name", ["GUNICORN_MAX_REQUESTS", "GUNICORN_MAX_REQUESTS_JITTER"])
+def test_zero_is_a_valid_number_and_negative_is_refused(
+    monkeypatch: pytest.MonkeyPatch, name: str
+) -> None:
+    """0 is meaningful to Gunicorn (GUNICORN_MAX_REQUESTS=0 turns worker recycling off)."""
+    key = name.removeprefix("GUNICORN_").lower()
+    assert load(monkeypatch, **{name: "0"})[key] == 0
+    with pytest.raises(SystemExit, match=name):
+        load(monkeypatch, **{name: "-1"})
+
+
+def test_empty_bind_falls_back_to_loopback(monkeypatch: pytest.MonkeyPatch) -> None:
+    """GUNICORN_BIND="" (say, an empty template variable) binds the default, not [None]."""
+    assert load(monkeypatch, GUNICORN_BIND="")["bind"] == ["127.0.0.1:8000"]
+
+
+def test_forwarded_headers_are_trusted_only_from_loopback_by_default(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Without TRUSTED_PROXIES uvicorn takes X-Forwarded-For only from 127.0.0.1."""
+    monkeypatch.delenv("TRUSTED_PROXIES", raising=False)
+    assert load(monkeypatch)["forwarded_allow_ips"] == "127.0.0.1"
+
+
+def test_app_is_not_preloaded_in_the_master(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each worker builds its own app, Redis pool and DB engine after fork (none shared)."""
+    assert load(monkeypatch)["preload_app"] is False
+
+
+def test_child_exit_without_multiprocess_metrics_does_nothing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Without PROMETHEUS_MULTIPROC_DIR there are no metric files to clean up."""
+    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
+    child_exit = load(monkeypatch)["child_exit"]
+    child_exit(None, SimpleNamespace(pid=101))  # type: ignore[operator]
+
+
+def test_on_starting_stops_the_master_on_invalid_settings(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A bad setting stops Gunicorn before any worker starts, with the readable message."""
+
+    def invalid() -> None:
+        raise SettingsError("Invalid configuration: SECRET_KEY: too short")
+
+    on_starting = load(monkeypatch)["on_starting"]
+    monkeypatch.setattr("app.core.config.get_settings", invalid)
+    with pytest.raises(SystemExit) as stopped:
+        on_starting(None)  # type: ignore[operator]
+    assert stopped.value.code == 1
+    assert capsys.readouterr().err == "Invalid configuration: SECRET_KEY: too short\n"
