@@ -104,40 +104,35 @@ def test_cache_bypassed_when_redis_down_without_rate_limit(
         )
 
 
-def test_admin_flush_with_redis_down_is_503_and_opens_the_breaker(
-    make_settings: Any, own_redis: RedisServer
+@pytest.mark.parametrize(
+    ("method", "url", "body", "detail"),
+    [
+        ("DELETE", "/api/v1/admin/cache", None, "Redis unavailable"),
+        ("POST", "/api/v1/analyses", {"pool_ids": [1]}, "Job store unavailable"),
+        ("GET", "/api/v1/analyses/some-job", None, "Job store unavailable"),
+    ],
+    ids=["admin-flush", "start-job", "job-status"],
+)
+def test_redis_callers_answer_503_and_open_the_breaker(
+    make_settings: Any,
+    own_redis: RedisServer,
+    method: str,
+    url: str,
+    body: dict[str, Any] | None,
+    detail: str,
 ) -> None:
-    """A flush that cannot reach Redis answers 503 and marks Redis down, like any other caller."""
+    """An admin flush, starting a job or reading its status without Redis answers 503 and marks
+    Redis down, like any other caller."""
     settings = make_settings(redis_port=own_redis.port, redis_retry_count=0, redis_down_backoff=60)
     app = create_app(settings)
-    admin = {"Authorization": "Bearer " + create_token("ops", ["admin"], settings=settings)}
+    token = create_token("ops", ["write", "admin"], settings=settings)
     with TestClient(app, client=("127.0.0.1", 1)) as c:
         own_redis.stop()
         assert app.state.redis.available
-        resp = c.delete("/api/v1/admin/cache", headers=admin)
+        resp = c.request(method, url, json=body, headers={"Authorization": f"Bearer {token}"})
         assert resp.status_code == 503
-        assert resp.json()["detail"] == "Redis unavailable"
+        assert resp.json()["detail"] == detail
         assert not app.state.redis.available
-
-
-def test_analyses_with_redis_down_are_503_and_open_the_breaker(
-    make_settings: Any, own_redis: RedisServer
-) -> None:
-    """Starting a job or reading its status without Redis answers 503 and marks Redis down."""
-    settings = make_settings(redis_port=own_redis.port, redis_retry_count=0, redis_down_backoff=60)
-    app = create_app(settings)
-    auth = {"Authorization": "Bearer " + create_token("t", ["write"], settings=settings)}
-    with TestClient(app) as c:
-        own_redis.stop()
-        for method, url, body in (
-            ("POST", "/api/v1/analyses", {"pool_ids": [1]}),
-            ("GET", "/api/v1/analyses/some-job", None),
-        ):
-            app.state.redis.mark_up()
-            resp = c.request(method, url, json=body, headers=auth)
-            assert resp.status_code == 503, method
-            assert resp.json()["detail"] == "Job store unavailable"
-            assert not app.state.redis.available, method
 
 
 def test_database_down_is_503(make_settings: Any, tmp_path: Path) -> None:

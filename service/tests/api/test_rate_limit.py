@@ -1,8 +1,10 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from typing import Any
 
+import pytest
 import redis
 from fastapi.testclient import TestClient
 
@@ -63,26 +65,31 @@ def test_buckets_are_per_ip_and_per_token(make_settings: Any) -> None:
         assert c.get("/api/v1/asset-classes", headers={**p1, **bob}).status_code == 200
 
 
-def test_forwarded_for_is_trusted_only_from_the_proxy(make_settings: Any) -> None:
+@pytest.fixture
+def behind_proxy(make_settings: Any) -> Iterator[TestClient]:
+    """One request a minute (burst 1), X-Forwarded-For trusted from 127.0.0.1 only; each request
+    picks its TCP peer with X-Test-Peer."""
     settings = make_settings(
         rate_limit_enabled=True,
         rate_limit_default="1/minute",
         rate_limit_burst=1,
         trusted_proxies="127.0.0.1",
     )
-    app = create_app(settings)
-    with TestClient(with_peer(app)) as c:
+    with TestClient(with_peer(create_app(settings))) as client:
+        yield client
 
-        def get(peer: str, xff: str) -> int:
-            headers = {"X-Test-Peer": peer, "X-Forwarded-For": xff}
-            return c.get("/api/v1/asset-classes", headers=headers).status_code
 
-        assert get("127.0.0.1", "198.51.100.1") == 200
-        assert get("127.0.0.1", "198.51.100.2") == 200
-        assert get("127.0.0.1", "198.51.100.1") == 429
-        # A direct client cannot escape its bucket by inventing X-Forwarded-For.
-        assert get("203.0.113.9", "1.1.1.1") == 200
-        assert get("203.0.113.9", "2.2.2.2") == 429
+def test_forwarded_for_is_trusted_only_from_the_proxy(behind_proxy: TestClient) -> None:
+    def get(peer: str, xff: str) -> int:
+        headers = {"X-Test-Peer": peer, "X-Forwarded-For": xff}
+        return behind_proxy.get("/api/v1/asset-classes", headers=headers).status_code
+
+    assert get("127.0.0.1", "198.51.100.1") == 200
+    assert get("127.0.0.1", "198.51.100.2") == 200
+    assert get("127.0.0.1", "198.51.100.1") == 429
+    # A direct client cannot escape its bucket by inventing X-Forwarded-For.
+    assert get("203.0.113.9", "1.1.1.1") == 200
+    assert get("203.0.113.9", "2.2.2.2") == 429
 
 
 def test_client_ip_resolution() -> None:
@@ -174,7 +181,7 @@ def test_bucket_outlives_a_short_idle(make_settings: Any, redis_client: Any) -> 
         assert refused.headers["x-ratelimit-remaining"] == "0"
 
 
-def test_last_forwarded_for_header_is_the_proxys(make_settings: Any) -> None:
+def test_last_forwarded_for_header_is_the_proxys(behind_proxy: TestClient) -> None:
     """With two X-Forwarded-For headers, the first was sent by the client and the last one was
     added by our proxy: the client address comes from the last, so it cannot be spoofed."""
     trusted = parse_networks(("127.0.0.1",))
@@ -184,26 +191,17 @@ def test_last_forwarded_for_header_is_the_proxys(make_settings: Any) -> None:
     }
     assert client_ip(scope, trusted) == "5.5.5.5"
 
-    settings = make_settings(
-        rate_limit_enabled=True,
-        rate_limit_default="1/minute",
-        rate_limit_burst=1,
-        trusted_proxies="127.0.0.1",
-    )
-    app = create_app(settings)
-    with TestClient(with_peer(app)) as c:
+    def get(spoofed: str) -> int:
+        headers = [
+            ("X-Test-Peer", "127.0.0.1"),
+            ("X-Forwarded-For", spoofed),
+            ("X-Forwarded-For", "198.51.100.7"),
+        ]
+        return behind_proxy.get("/api/v1/asset-classes", headers=headers).status_code
 
-        def get(spoofed: str) -> int:
-            headers = [
-                ("X-Test-Peer", "127.0.0.1"),
-                ("X-Forwarded-For", spoofed),
-                ("X-Forwarded-For", "198.51.100.7"),
-            ]
-            return c.get("/api/v1/asset-classes", headers=headers).status_code
-
-        assert get("1.1.1.1") == 200
-        assert get("2.2.2.2") == 429
-        assert get("3.3.3.3") == 429
+    assert get("1.1.1.1") == 200
+    assert get("2.2.2.2") == 429
+    assert get("3.3.3.3") == 429
 
 
 def test_lua_script_error_does_not_open_the_breaker(
