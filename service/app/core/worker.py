@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import datetime as dt
 import time
+from collections.abc import Iterable
 from typing import Any, ClassVar
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -60,8 +61,14 @@ class AccessResponse:
         self.sent = 0
 
 
-def wsgi_environ(scope: Scope) -> dict[str, str]:
-    """The WSGI-style environ Gunicorn's access-log atoms are read from."""
+def decode_headers(raw: Iterable[tuple[bytes, bytes]]) -> list[tuple[str, str]]:
+    """ASGI header pairs as the (name, value) strings Gunicorn's access logger reads."""
+    return [(k.decode("latin-1"), v.decode("latin-1")) for k, v in raw]
+
+
+def wsgi_environ(scope: Scope, headers: list[tuple[str, str]]) -> dict[str, str]:
+    """The WSGI-style environ Gunicorn's access-log atoms are read from; `headers` are the
+    request's, decoded once by the caller."""
     query = scope.get("query_string", b"").decode("latin-1")
     raw_path = scope.get("raw_path") or scope["path"].encode()
     environ = {
@@ -72,9 +79,8 @@ def wsgi_environ(scope: Scope) -> dict[str, str]:
         "PATH_INFO": scope["path"],
         "QUERY_STRING": query,
     }
-    for key, value in scope["headers"]:
-        name = "HTTP_" + key.decode("latin-1").upper().replace("-", "_")
-        environ[name] = value.decode("latin-1")
+    for key, value in headers:
+        environ["HTTP_" + key.upper().replace("-", "_")] = value
     return environ
 
 
@@ -90,10 +96,7 @@ def gunicorn_access_log(app: ASGIApp, log: Any) -> ASGIApp:
         async def send_wrapper(message: Message) -> None:
             if message["type"] == "http.response.start":
                 response.status = message["status"]
-                response.headers = [
-                    (k.decode("latin-1"), v.decode("latin-1"))
-                    for k, v in message.get("headers", ())
-                ]
+                response.headers = decode_headers(message.get("headers", ()))
             elif message["type"] == "http.response.body":
                 response.sent += len(message.get("body", b""))
             await send(message)
@@ -103,10 +106,8 @@ def gunicorn_access_log(app: ASGIApp, log: Any) -> ASGIApp:
             await app(scope, receive, send_wrapper)
         finally:
             elapsed = dt.timedelta(seconds=time.perf_counter() - start)
-            request_headers = [
-                (k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"]
-            ]
-            log.access(response, request_headers, wsgi_environ(scope), elapsed)
+            request_headers = decode_headers(scope["headers"])
+            log.access(response, request_headers, wsgi_environ(scope, request_headers), elapsed)
 
     return wrapped
 

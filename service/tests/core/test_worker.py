@@ -16,7 +16,7 @@ from gunicorn.config import Config
 from gunicorn.glogging import Logger
 
 from app.core import worker
-from app.core.worker import gunicorn_access_log, wsgi_environ
+from app.core.worker import decode_headers, gunicorn_access_log, wsgi_environ
 
 SHIPPED_FORMAT = str(
     runpy.run_path(str(Path(__file__).resolve().parents[2] / "gunicorn_config.py"))[
@@ -139,7 +139,7 @@ def test_wsgi_environ_keeps_the_request_as_sent() -> None:
         client=None,
         headers=[(b"x-request-id", b"r-1"), (b"user-agent", b"probe/1")],
     )
-    assert wsgi_environ(scope) == {
+    assert wsgi_environ(scope, decode_headers(scope["headers"])) == {
         "REMOTE_ADDR": "-",
         "REQUEST_METHOD": "POST",
         "RAW_URI": "/api/v1/asset-classes/RMBS%20x?a=1&b=%41",
