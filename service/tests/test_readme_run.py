@@ -16,9 +16,8 @@ import sys
 import urllib.request
 from pathlib import Path
 
-from tests.conftest import RedisServer, free_port, wait_for_health
+from tests.conftest import SERVICE, RedisServer, free_port, wait_for_health
 
-SERVICE = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 
 
