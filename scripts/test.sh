@@ -35,7 +35,7 @@ run() {  # run NAME COMMAND...: one test unit, its output in a log, a line with 
 stage_lint() {
   run lint/yamllint yamllint --strict .
   run lint/ansible-lint ansible-lint --profile production
-  run lint/ruff ruff check tests molecule roles plugins bench
+  run lint/ruff ruff check tests molecule roles plugins bench scripts
 }
 
 stage_toolkit() {
