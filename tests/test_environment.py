@@ -310,3 +310,29 @@ def test_update_merges_the_newer_template_keeps_local_edits_and_adds_only_missin
     assert len(after["vault_new_password"]) == 40
     assert load_yaml(shop / ".copier-answers.yml")["_commit"] == git(repo, "describe", "--tags", "--always", "HEAD")
     assert after["vault_new_password"] not in output
+
+
+# The examples' vault password is a documented throw-away (templates/README.md): it guards nothing.
+EXAMPLE_PASSWORD = re.search(r"throw-away password `([^`]+)`", (ROOT / "templates" / "README.md").read_text()).group(1)
+
+
+@pytest.mark.parametrize("example", ["staging", "production"])
+def test_the_examples_are_what_the_generator_makes(example, tmp_path, template, monkeypatch):
+    """Rendered again from their recorded answers, every file is the same; the vault holds every secret."""
+    path = ROOT / "inventories" / example
+    answers = {key: value for key, value in load_yaml(path / ".copier-answers.yml").items() if not key.startswith("_")}
+    generator.validate(answers)
+    monkeypatch.chdir(template)
+    generator.render(tmp_path / example, answers)
+
+    def files(root: Path) -> dict[str, str]:
+        found = {str(p.relative_to(root)): p.read_text() for p in root.rglob("*") if p.is_file()}
+        found[generator.ANSWERS_FILE] = re.sub(r"(?m)^_commit: .*\n", "", found[generator.ANSWERS_FILE])
+        found.pop(str(generator.VAULT_FILE), None)
+        return found
+
+    assert files(path) == files(tmp_path / example), \
+        f"inventories/{example} is not what the template makes: update it (templates/README.md, The examples)"
+    values = decrypt(path / generator.VAULT_FILE, EXAMPLE_PASSWORD)
+    assert set(values) == GENERATED
+    assert answers["backup_age_recipient"] == generator.age_recipient(values["vault_backup_age_identity"])
