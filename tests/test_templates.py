@@ -111,3 +111,13 @@ def test_a_typo_in_a_template_variable_fails_rendering(tmp_path):
     templar = Templar(loader=DataLoader(), variables=role_variables("server"))
     with pytest.raises(Exception, match="server_ssh_prot"):
         templar.template(trust_as_template("Port {{ server_ssh_prot }}"))
+
+
+@pytest.mark.parametrize(("port", "redirect"), [(443, "https://$host$request_uri"),
+                                                ("8443", "https://$host:8443$request_uri")])
+def test_the_http_redirect_names_the_public_https_port_unless_it_is_443(port, redirect):
+    """The sandbox publishes HTTPS on 8443 (a templated string there); the port-less form is for 443."""
+    variables = dict(role_variables("nginx"), nginx_public_https_port=port)
+    site = (ROOT / "roles" / "nginx" / "templates" / "site.conf.j2").read_text()
+    rendered = Templar(loader=DataLoader(), variables=variables).template(trust_as_template(site))
+    assert f"return 301 {redirect};" in rendered

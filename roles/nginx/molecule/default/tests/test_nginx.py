@@ -101,10 +101,15 @@ SECURITY_HEADERS = {
 
 
 @pytest.mark.parametrize("name", HOSTS)
-def test_http_redirects_to_https(name, ca_file):
+def test_http_redirects_to_the_published_https_port(name, ca_file):
+    """nginx_public_https_port is the port the controller reaches HTTPS on; the redirect leads there."""
+    https_port, _ = HOSTS[name]
     response = curl(name, "/api/v1/x?y=1", ca=ca_file, scheme="http")
     assert response.status == 301
-    assert response.headers["location"] == f"https://{name}/api/v1/x?y=1"
+    assert response.headers["location"] == f"https://{name}:{https_port}/api/v1/x?y=1"
+    followed = curl(name, "/api/v1/x?y=1", "--location", "--resolve", f"{name}:{https_port}:127.0.0.1",
+                    ca=ca_file, scheme="http")
+    assert followed.status == 200, followed.stderr
 
 
 @pytest.mark.parametrize("name", HOSTS)
