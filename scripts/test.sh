@@ -3,7 +3,8 @@
 #   scripts/test.sh                 all stages
 #   scripts/test.sh lint toolkit    only the named stages (lint, toolkit, service, molecule, fullstack)
 # Every stage runs even when an earlier one failed; the exit status is non-zero when any failed.
-# Role scenarios are discovered: every roles/*/molecule/*/molecule.yml; the multi-host scenarios
+# Role scenarios are discovered: every roles/*/molecule/*/molecule.yml, run MOLECULE_JOBS (default 2)
+# at a time (each has its own network and containers, see molecule/shared/create.yml); the multi-host scenarios
 # (molecule/*/molecule.yml, the full stack) are the `fullstack` stage.
 set -uo pipefail
 
@@ -46,13 +47,26 @@ stage_service() {
   run service/tests bash service/scripts/test.sh
 }
 
-stage_molecule() {
-  local scenario role name
+stage_molecule() {  # role scenarios, MOLECULE_JOBS (default 2) at a time: each has its own network and containers
+  local scenario role name unit verdict jobs="${MOLECULE_JOBS:-2}" results="$LOG_DIR/.molecule-results"
+  : >"$results"
   for scenario in roles/*/molecule/*/molecule.yml; do
     role="$(basename "$(dirname "$(dirname "$(dirname "$scenario")")")")"
     name="$(basename "$(dirname "$scenario")")"
-    run "molecule/${role}/${name}" bash -c "cd roles/${role} && molecule test -s ${name}"
+    while (($(jobs -rp | wc -l) >= jobs)); do wait -n; done
+    # In a subshell, run's verdict cannot reach passed/failed: it goes to $results, and run's
+    # report is printed in one piece when the unit ends, so parallel units do not interleave.
+    (
+      unit="molecule/${role}/${name}"
+      run "$unit" bash -c "cd roles/${role} && molecule test -s ${name}" >"$LOG_DIR/.report-${role}-${name}"
+      cat "$LOG_DIR/.report-${role}-${name}"
+      if ((${#failed[@]})); then echo "failed $unit"; else echo "passed $unit"; fi >>"$results"
+    ) &
   done
+  wait
+  while read -r verdict unit; do
+    if [[ $verdict == passed ]]; then passed+=("$unit"); else failed+=("$unit"); fi
+  done <"$results"
 }
 
 stage_fullstack() {
