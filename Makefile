@@ -8,12 +8,12 @@ SSLYZE_VENV := .venv-sslyze
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export SSLYZE := $(CURDIR)/$(SSLYZE_VENV)/bin/sslyze
 
-.PHONY: help setup testbed images demo sandbox-destroy test test-fullstack lint molecule bench lock
+.PHONY: help setup testbed promtool images demo sandbox-destroy test test-fullstack lint molecule bench lock
 
 help: ## list the entry points
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
 
-setup: $(VENV)/.installed $(SSLYZE_VENV)/.installed testbed ## controller venvs, Docker engine and the Debian base images
+setup: $(VENV)/.installed $(SSLYZE_VENV)/.installed testbed promtool ## controller venvs, Docker engine, the Debian base images, promtool
 
 $(VENV)/.installed: requirements.lock
 	python3 -m venv $(VENV)
@@ -27,6 +27,9 @@ $(SSLYZE_VENV)/.installed: requirements-sslyze.lock
 
 testbed: ## start (installing if needed) the Docker engine; build missing base images
 	scripts/testbed.sh all
+
+promtool: ## promtool for the alert-rule tests, extracted from Debian's prometheus package into .build/bin
+	scripts/promtool.sh
 
 images: ## rebuild the Debian 12 and 13 base images even if present
 	scripts/testbed.sh images --rebuild
