@@ -9,6 +9,7 @@ import tomllib
 from pathlib import Path
 
 import pytest
+import yaml
 from conftest import ROOT
 
 
@@ -35,3 +36,14 @@ def test_playbook_syntax(playbook):
     result = subprocess.run([ansible_playbook, "--syntax-check", f"playbooks/{playbook}"],
                             cwd=ROOT, capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_every_collection_the_repository_uses_is_in_requirements_yml():
+    """People who install from Galaxy get exactly what the roles call (FQCN modules and filters)."""
+    listed = {c["name"] for c in yaml.safe_load((ROOT / "requirements.yml").read_text())["collections"]}
+    used = set()
+    for path in [*ROOT.glob("roles/**/*.yml"), *ROOT.glob("playbooks/*.yml"), *ROOT.glob("molecule/**/*.yml")]:
+        pattern = r"\b((?:ansible\.(?:posix|utils|netcommon))|community\.[a-z_]+)\.[a-z_]+"
+        used |= set(re.findall(pattern, path.read_text()))
+    assert used, "no collection found: the pattern is wrong"
+    assert not used - listed, f"used but not in requirements.yml: {used - listed}"
