@@ -53,11 +53,15 @@ POOL_ROW = {
     "servicing_fee": 0.0025,
     "as_of_date": "2024-06-30",
     "version": 1,
+    "amortization_term": None,
+    "payment_rate": None,
+    "revolving_months": None,
 }
 INSERT_POOL = text(
     "INSERT INTO asset_pools (name, asset_class_code, current_balance, wac, wam, servicing_fee,"
-    " as_of_date, version) VALUES (:name, :asset_class_code, :current_balance, :wac, :wam,"
-    " :servicing_fee, :as_of_date, :version) RETURNING id"
+    " as_of_date, version, amortization_term, payment_rate, revolving_months) VALUES (:name,"
+    " :asset_class_code, :current_balance, :wac, :wam, :servicing_fee, :as_of_date, :version,"
+    " :amortization_term, :payment_rate, :revolving_months) RETURNING id"
 )
 
 
@@ -79,9 +83,30 @@ def check_constraints(engine: Any) -> None:
         {"servicing_fee": -0.1},
         {"wam": 0},
         {"wam": 481},
+        {"amortization_term": 359},  # below wam (360)
+        {"amortization_term": 481},
+        {"payment_rate": 0},
+        {"payment_rate": 1.01},
+        {"revolving_months": -1},
+        {"revolving_months": 360},  # not below wam
     ):
         with pytest.raises(IntegrityError), engine.begin() as conn:
             conn.execute(INSERT_POOL, {**POOL_ROW, **bad})
+    with pytest.raises(IntegrityError), engine.begin() as conn:
+        conn.execute(text("UPDATE asset_classes SET amortization_type = 'annuity'"))
+    with engine.connect() as conn:  # 0003 filled the class defaults from the reference data
+        defaults = conn.execute(
+            text(
+                "SELECT code, default_amortization_term, default_payment_rate,"
+                " default_revolving_months FROM asset_classes WHERE code IN ('CARD', 'CRE', 'RMBS')"
+                " ORDER BY code"
+            )
+        ).all()
+    assert [tuple(row) for row in defaults] == [
+        ("CARD", None, 0.2, 24),
+        ("CRE", 360, None, None),
+        ("RMBS", None, None, None),
+    ]
     with engine.begin() as conn:  # a deleted pool's id is never handed out again
         first = conn.execute(INSERT_POOL, POOL_ROW).scalar_one()
         conn.execute(text("DELETE FROM asset_pools WHERE id = :id"), {"id": first})

@@ -5,7 +5,39 @@ from typing import Annotated, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from app.services.cashflow import AmortizationType
+
 Rate = Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)]
+AmortizationTerm = Annotated[
+    int,
+    Field(
+        ge=1,
+        le=480,
+        description="Balloon pools only: months the level payment is computed on (>= wam); the "
+        "rest of the balance is due at wam. Left out: the asset class default "
+        "(default_amortization_term)",
+    ),
+]
+PaymentRate = Annotated[
+    float,
+    Field(
+        gt=0,
+        le=1,
+        allow_inf_nan=False,
+        description="Revolving pools only: monthly payment rate, principal collections as a "
+        "fraction of the balance, (0, 1]. Left out: the asset class default (default_payment_rate)",
+    ),
+]
+RevolvingMonths = Annotated[
+    int,
+    Field(
+        ge=0,
+        le=479,
+        description="Revolving pools only: months of the revolving period (collections buy new "
+        "receivables), < wam; amortization follows. Left out: the asset class default "
+        "(default_revolving_months)",
+    ),
+]
 Code = Annotated[str, Field(min_length=1, max_length=32, pattern=r"^[A-Z0-9_]+$")]
 
 
@@ -17,8 +49,17 @@ class AssetClassOut(BaseModel):
     default_cdr: float
     loss_severity: float
     recovery_lag_months: int
-    amortization_type: str
+    amortization_type: AmortizationType
     data_tier: Literal["stable", "dynamic"]
+    default_amortization_term: int | None = Field(
+        description="Balloon classes: the amortization term (months) of a pool that sets none"
+    )
+    default_payment_rate: float | None = Field(
+        description="Revolving classes: the monthly payment rate of a pool that sets none"
+    )
+    default_revolving_months: int | None = Field(
+        description="Revolving classes: the revolving period (months) of a pool that sets none"
+    )
 
 
 T = TypeVar("T")
@@ -46,6 +87,9 @@ class AssetPoolBase(BaseModel):
     wam: int = Field(ge=1, le=480, description="Remaining term in months (WAM), 1..480")
     servicing_fee: Rate = Field(default=0.0, description="Annual servicing fee rate, 0..1")
     as_of_date: dt.date
+    amortization_term: AmortizationTerm | None = None
+    payment_rate: PaymentRate | None = None
+    revolving_months: RevolvingMonths | None = None
 
 
 class AssetPoolCreate(AssetPoolBase):
@@ -62,6 +106,10 @@ class AssetPoolUpdate(BaseModel):
     wam: int | None = Field(default=None, ge=1, le=480)
     servicing_fee: Rate | None = None
     as_of_date: dt.date | None = None
+    # null clears the field (the asset class default applies again)
+    amortization_term: AmortizationTerm | None = None
+    payment_rate: PaymentRate | None = None
+    revolving_months: RevolvingMonths | None = None
 
 
 class AssetPoolOut(AssetPoolBase):
@@ -96,6 +144,16 @@ class AssumptionsOut(BaseModel):
     months: int
 
 
+class AmortizationOut(BaseModel):
+    """The amortization the projection used: the asset class's type and, for the fields that
+    type uses, the pool's value or the class default (null where the type uses none)."""
+
+    type: AmortizationType
+    amortization_term: int | None
+    payment_rate: float | None
+    revolving_months: int | None
+
+
 class CashflowRow(BaseModel):
     month: int
     beginning_balance: float
@@ -108,6 +166,9 @@ class CashflowRow(BaseModel):
     loss: float
     recovery: float
     ending_balance: float
+    reinvestment: float = Field(
+        description="Revolving pools, revolving period: collections spent on new receivables"
+    )
 
 
 class CashflowSummary(BaseModel):
@@ -123,6 +184,7 @@ class CashflowSummary(BaseModel):
     total_defaults: float
     total_losses: float
     total_recoveries: float
+    total_reinvestment: float
     ending_balance: float
     months: float
 
@@ -132,6 +194,7 @@ class CashflowProjection(BaseModel):
     pool_version: int
     asset_class_code: str
     assumptions: AssumptionsOut
+    amortization: AmortizationOut
     summary: CashflowSummary
     cashflows: list[CashflowRow]
 

@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from app.core.redis import RedisManager
 from app.schemas.models import AssumptionsIn
-from app.services.projections import load_pools, resolve, summarize
+from app.services.projections import load_pools, resolve, snapshot_terms, summarize
 from app.services.reference import ReferenceCache
 
 logger = logging.getLogger("app.services")
@@ -79,13 +79,15 @@ def _analyse_chunk(
     found = {p.id for p in pools}
     results = []
     for pool in pools:
-        a = resolve(req, ref.by_code[pool.asset_class_code], pool.wam)
+        asset_class = ref.by_code[pool.asset_class_code]
+        a = resolve(req, asset_class, pool.wam)
+        terms = snapshot_terms(pool, asset_class)
         results.append(
             {
                 "pool_id": pool.id,
                 "pool_version": pool.version,
                 "balance": pool.current_balance,
-                "summary": summarize(pool, a),
+                "summary": summarize(pool, a, terms),
             }
         )
     return results, [i for i in pool_ids if i not in found]

@@ -30,6 +30,9 @@ FIELDS = (
     "recovery_lag_months",
     "amortization_type",
     "data_tier",
+    "default_amortization_term",
+    "default_payment_rate",
+    "default_revolving_months",
 )
 
 

@@ -31,12 +31,22 @@ from app.schemas.models import (
     Page,
 )
 from app.services.cache import cache_key, ttl_for
-from app.services.projections import load_pool, render, resolve
+from app.services.cashflow import AmortizationError
+from app.services.projections import (
+    ALL_TERM_FIELDS,
+    load_pool,
+    render,
+    resolve,
+    snapshot_terms,
+    term_errors,
+)
+from app.services.reference import FIELDS as REFERENCE_FIELDS
 
 logger = logging.getLogger("app.api")
 router = APIRouter(prefix="/api/v1/asset-pools", tags=["asset-pools"])
 PoolId = Annotated[int, Path(ge=1, le=2**31 - 1, description="Pool id")]
 NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"description": "No such pool"}}
+NULLABLE = frozenset(ALL_TERM_FIELDS)  # PATCH null: the asset class default applies again
 
 
 def _unknown_class(code: str) -> RequestValidationError:
@@ -50,6 +60,18 @@ def _unknown_class(code: str) -> RequestValidationError:
             }
         ]
     )
+
+
+def _check_terms(values: dict[str, Any], asset_class: AssetClass) -> None:
+    """422 naming each amortization field the pool may not have (see `term_errors`)."""
+    errors = term_errors(values, {c: getattr(asset_class, c) for c in REFERENCE_FIELDS})
+    if errors:
+        raise RequestValidationError(
+            [
+                {"type": "value_error", "loc": ("body", field), "msg": msg, "input": values[field]}
+                for field, msg in errors
+            ]
+        )
 
 
 def _out(pool: AssetPool) -> AssetPoolOut:
@@ -75,9 +97,12 @@ async def create_pool(
 ) -> AssetPoolOut:
     def work() -> AssetPoolOut:
         with sessions() as session:
-            if session.get(AssetClass, body.asset_class_code) is None:
+            asset_class = session.get(AssetClass, body.asset_class_code)
+            if asset_class is None:
                 raise _unknown_class(body.asset_class_code)
-            pool = AssetPool(**body.model_dump())
+            values = body.model_dump()
+            _check_terms(values, asset_class)
+            pool = AssetPool(**values)
             session.add(pool)
             session.commit()
             return _out(pool)
@@ -124,21 +149,24 @@ async def update_pool(
     pool_id: PoolId, body: AssetPoolUpdate, sessions: SessionsDep, cache: CacheDep, _t: WriteToken
 ) -> AssetPoolOut:
     changes = body.model_dump(exclude_unset=True)
-    if any(v is None for v in changes.values()):
+    if any(v is None for k, v in changes.items() if k not in NULLABLE):
         raise RequestValidationError(
             [
                 {"type": "value_error", "loc": ("body", k), "msg": "may not be null", "input": None}
                 for k, v in changes.items()
-                if v is None
+                if v is None and k not in NULLABLE
             ]
         )
 
     def work() -> AssetPoolOut:
         with sessions() as session:
             pool = _get(session, pool_id)
-            code = changes.get("asset_class_code")
-            if code is not None and session.get(AssetClass, code) is None:
+            code = changes.get("asset_class_code", pool.asset_class_code)
+            asset_class = session.get(AssetClass, code)
+            if asset_class is None:
                 raise _unknown_class(code)
+            merged = {**_out(pool).model_dump(), **changes}
+            _check_terms(merged, asset_class)
             for key, value in changes.items():
                 setattr(pool, key, value)
             try:
@@ -184,6 +212,10 @@ def _projection(body: bytes, cache: str, *, gzipped: bool) -> Response:
     response_model=CashflowProjection,
     responses={
         **NOT_FOUND,
+        409: {
+            "description": "The stored pool's amortization terms do not fit its asset class's "
+            "type (a row written around the API, or a changed class default)"
+        },
         200: {
             "description": "The projection; gzip-encoded when the request's Accept-Encoding "
             "allows gzip (a cached projection is stored compressed and sent as stored)",
@@ -218,14 +250,26 @@ async def project_cashflows(
     ref = await reference.get()
     asset_class = ref.by_code[pool.asset_class_code]
     resolved = resolve(assumptions, asset_class, pool.wam)
-    key = cache_key(pool, dataclasses.asdict(resolved), ref.ref_hash)
+    try:
+        terms = snapshot_terms(pool, asset_class)
+    except AmortizationError as exc:  # a row written around the API, or a changed class default
+        raise HTTPException(
+            status_code=409,
+            detail=f"Pool {pool_id} cannot be projected as {asset_class['amortization_type']}: "
+            f"{exc}",
+        ) from None
+    key = cache_key(
+        pool,
+        {**dataclasses.asdict(resolved), "amortization": dataclasses.asdict(terms)},
+        ref.ref_hash,
+    )
     wants_gzip = accepts_gzip(request.headers.get("accept-encoding"))
     packed = await cache.get(key)
     if packed is not None:
         if wants_gzip:
             return _projection(packed, "HIT", gzipped=True)
         return _projection(gunzip_bytes(packed), "HIT", gzipped=False)
-    payload = render(pool, resolved)
+    payload = render(pool, resolved, terms)
     if not (wants_gzip or cache.enabled):
         return _projection(payload, "MISS", gzipped=False)
     packed = gzip_bytes(payload)

@@ -68,7 +68,10 @@ def upgrade() -> None:
     )
     op.create_index("ix_asset_pools_asset_class_code", "asset_pools", ["asset_class_code"])
     data = json.loads(resources.files("app.data").joinpath("asset_classes.json").read_text())
-    op.bulk_insert(asset_classes, data)
+    # Only this revision's columns: later revisions fill the ones they add (0003).
+    op.bulk_insert(
+        asset_classes, [{c.name: item[c.name] for c in asset_classes.c} for item in data]
+    )
 
 
 def downgrade() -> None:

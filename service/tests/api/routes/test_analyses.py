@@ -300,3 +300,22 @@ def test_portfolio_totals_are_the_sums_over_pools(client: TestClient, auth: dict
         assert result["portfolio"][field] == pytest.approx(
             sum(p["summary"][field] for p in result["pools"])
         ), field
+
+
+def test_analysis_projects_each_pool_by_its_type(client: TestClient, auth: dict[str, str]) -> None:
+    """With no prepayments or defaults a bullet pool returns all its principal in month WAM, so
+    its WAL is WAM / 12 years; a level-pay pool of the same WAM returns it sooner."""
+    clo = client.post(
+        "/api/v1/asset-pools", json={**POOL, "asset_class_code": "CLO", "wam": 60}, headers=auth
+    ).json()
+    rmbs = client.post("/api/v1/asset-pools", json={**POOL, "wam": 60}, headers=auth).json()
+    resp = client.post(
+        "/api/v1/analyses",
+        json={"pool_ids": [clo["id"], rmbs["id"]], "assumptions": {"cpr": 0, "cdr": 0}},
+        headers=auth,
+    )
+    body = wait_done(client, resp.json()["status_url"])
+    assert body["status"] == "done", body
+    wal = {p["pool_id"]: p["summary"]["weighted_average_life"] for p in body["result"]["pools"]}
+    assert wal[clo["id"]] == pytest.approx(5.0)
+    assert wal[rmbs["id"]] < 3.0
