@@ -6,7 +6,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
@@ -22,9 +22,13 @@ from app.core.logging import configure_logging
 from app.core.middleware import RequestContextMiddleware
 from app.core.ratelimit import RateLimitMiddleware
 from app.core.redis import RedisManager
+from app.core.tracing import Tracing, start_tracing
 from app.services.cache import ProjectionCache
 from app.services.jobs import JobStore
 from app.services.reference import ReferenceCache
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.trace.export import SpanExporter
 
 logger = logging.getLogger("app.api")
 
@@ -62,7 +66,10 @@ def _init_sentry(settings: Settings) -> bool:
     return True
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(
+    settings: Settings | None = None, span_exporter: SpanExporter | None = None
+) -> FastAPI:
+    """`span_exporter` replaces the OTLP exporter when ENABLE_TRACING (tests)."""
     settings = settings or get_settings()
     configure_logging(settings.log_level, settings.log_config)
     engine = make_engine(settings)
@@ -79,6 +86,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             task.cancel()
         await redis.close()
         engine.dispose()
+        if tracing is not None:
+            tracing.shutdown()
 
     show_docs = not settings.is_production or settings.debug
     app = FastAPI(
@@ -91,6 +100,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         docs_url="/docs" if show_docs else None,
         openapi_url="/openapi.json" if show_docs else None,
         redoc_url=None,
+        # FastAPI's own OpenTelemetry bridge stays off, on or off: when off, it would still ask
+        # the OpenTelemetry API for the global providers on every request; when on, the
+        # contrib instrumentation (app.core.tracing) makes the spans.
+        telemetry={"tracing": False, "metrics": False, "logs": False, "operation_spans": False},
     )
     app.state.settings = settings
     app.state.engine = engine
@@ -101,6 +114,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.jobs = JobStore(redis, settings.cache_ttl)
     app.state.tasks = set[asyncio.Task[None]]()
     app.state.sentry = _init_sentry(settings)
+    tracing: Tracing | None = None
+    if settings.enable_tracing:
+        tracing = start_tracing(app, settings, engine, span_exporter)
+        redis.trace_clients(tracing.on_redis_client)
+    app.state.tracing = tracing
 
     # Routers carry their full /api/v1/... prefix so that the route template in metrics and logs
     # is the whole path.
@@ -126,6 +144,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         RequestContextMiddleware,
         timeout=settings.request_timeout,
         metrics=settings.enable_prometheus,
+        on_request_id=tracing.on_request_id if tracing is not None else None,
     )
     return app
 

@@ -100,6 +100,10 @@ class Settings(BaseSettings):
     sentry_dsn: SecretStr | None = None
     sentry_environment: str | None = None
     sentry_traces_sample_rate: float = Field(default=0.0, ge=0, le=1)
+    enable_tracing: bool = False
+    tracing_otlp_endpoint: str | None = None  # OTLP/HTTP URL, e.g. http://host:4318/v1/traces
+    tracing_sample_rate: float = Field(default=0.1, ge=0, le=1)
+    tracing_service_name: str = Field(default="asset-classes-api", min_length=1)
 
     database_url: str = "sqlite:///./asset_classes.db"
     db_connection_timeout: float = Field(default=10.0, gt=0, le=300)
@@ -147,6 +151,21 @@ class Settings(BaseSettings):
         except ArgumentError as exc:
             raise ValueError("is not a valid SQLAlchemy URL") from exc
         return value
+
+    @field_validator("tracing_otlp_endpoint")
+    @classmethod
+    def _check_otlp_endpoint(cls, value: str | None) -> str | None:
+        if not value:
+            return None
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must be an http:// or https:// URL (OTLP over HTTP)")
+        return value
+
+    @model_validator(mode="after")
+    def _check_tracing(self) -> Settings:
+        if self.enable_tracing and not self.tracing_otlp_endpoint:
+            raise ValueError("ENABLE_TRACING needs TRACING_OTLP_ENDPOINT (where spans are sent)")
+        return self
 
     @model_validator(mode="after")
     def _check_secret(self) -> Settings:

@@ -8,6 +8,7 @@ import logging
 import re
 import time
 import uuid
+from collections.abc import Callable
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -20,10 +21,18 @@ _VALID_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 
 class RequestContextMiddleware:
-    def __init__(self, app: ASGIApp, *, timeout: float, metrics: bool) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        timeout: float,
+        metrics: bool,
+        on_request_id: Callable[[str], None] | None = None,
+    ) -> None:
         self.app = app
         self.timeout = timeout
         self.metrics = metrics
+        self.on_request_id = on_request_id  # tracing: tag the server span (None when off)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -39,6 +48,8 @@ class RequestContextMiddleware:
         if request_id is None:
             request_id = uuid.uuid4().hex
         token = request_id_var.set(request_id)
+        if self.on_request_id is not None:
+            self.on_request_id(request_id)
         rid = request_id.encode()
         status = 500
         started = False

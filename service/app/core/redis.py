@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -61,6 +62,12 @@ class RedisManager:
         self.pool = aioredis.BlockingConnectionPool(**pool_kwargs)
         self._client: aioredis.Redis = aioredis.Redis(connection_pool=self.pool)
         self._down_until = 0.0
+        self._on_client: Callable[[aioredis.Redis], None] | None = None
+
+    def trace_clients(self, hook: Callable[[aioredis.Redis], None]) -> None:
+        """Call `hook` on the client now and on each one made later (tracing instruments them)."""
+        self._on_client = hook
+        hook(self._client)
 
     @property
     def client(self) -> aioredis.Redis:
@@ -71,6 +78,8 @@ class RedisManager:
             if self._loop is not None:
                 self.pool = aioredis.BlockingConnectionPool(**self._pool_kwargs)
                 self._client = aioredis.Redis(connection_pool=self.pool)
+                if self._on_client is not None:
+                    self._on_client(self._client)
             self._loop = loop
         return self._client
 
