@@ -1,0 +1,101 @@
+"""The monitoring role's prometheus.yml is generated from the inventory: rendered here for a
+multi-host inventory and for one with empty groups, then checked with promtool check config (the
+same check the role runs before the file replaces the live one)."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+from ansible.parsing.dataloader import DataLoader
+from ansible.template import Templar, trust_as_template
+from conftest import ROOT
+from test_templates import role_variables
+
+TEMPLATE = ROOT / "roles" / "monitoring" / "templates" / "prometheus.yml.j2"
+PROMTOOL = ROOT / ".build" / "bin" / "promtool"
+
+INVENTORY = {
+    "web": ["web-1"], "app": ["app-1", "app-2"], "redis": ["data-1"], "db": ["data-1"],
+    "monitoring": ["mon-1"],
+}
+
+
+def render(groups: dict[str, list[str]], hostvars: dict[str, dict] | None = None, **extra) -> dict:
+    variables = role_variables("monitoring")
+    hosts = sorted({h for members in groups.values() for h in members})
+    variables["groups"] = dict(groups, all=hosts, ungrouped=[])
+    variables["hostvars"] = {h: {"inventory_hostname": h, **(hostvars or {}).get(h, {})} for h in hosts}
+    variables["monitoring_api_password"] = "x" * 32
+    variables.update(extra)
+    text = Templar(loader=DataLoader(), variables=variables).template(trust_as_template(TEMPLATE.read_text()))
+    return yaml.safe_load(text), text
+
+
+def jobs(config: dict) -> dict[str, dict]:
+    return {job["job_name"]: job for job in config["scrape_configs"]}
+
+
+def targets(job: dict) -> list[tuple[str, dict]]:
+    return [(t, sc.get("labels", {})) for sc in job["static_configs"] for t in sc["targets"]]
+
+
+def test_every_group_becomes_its_job():
+    config, _ = render(INVENTORY, {"data-1": {"ansible_host": "10.0.0.7"},
+                                   "app-2": {"monitoring_scrape_address": "10.0.1.2"}})
+    found = jobs(config)
+    assert set(found) == {"node", "redis", "app", "api"}
+    assert targets(found["node"]) == [(f"{a}:9100", {"instance": h}) for h, a in
+                                      [("app-1", "app-1"), ("app-2", "10.0.1.2"), ("data-1", "10.0.0.7"),
+                                       ("mon-1", "mon-1"), ("web-1", "web-1")]]
+    assert targets(found["redis"]) == [("10.0.0.7:9121", {"instance": "data-1"})]
+    assert targets(found["app"]) == [("app-1:8001", {"instance": "app-1", "slot": "blue"}),
+                                     ("app-1:8002", {"instance": "app-1", "slot": "green"}),
+                                     ("10.0.1.2:8001", {"instance": "app-2", "slot": "blue"}),
+                                     ("10.0.1.2:8002", {"instance": "app-2", "slot": "green"})]
+
+
+def test_the_api_job_is_the_guides_sample_through_nginx():
+    config, text = render(INVENTORY)
+    api = jobs(config)["api"]
+    assert api["scheme"] == "https" and api["scrape_interval"] == "15s" and api["metrics_path"] == "/metrics"
+    assert api["basic_auth"] == {"username": "prometheus", "password_file": "/etc/prometheus/api.password"}
+    assert api["tls_config"] == {"ca_file": "/etc/prometheus/api-ca.crt"}
+    assert targets(api) == [("web-1:443", {})]
+    assert "x" * 32 not in text  # the password is read from its file, never written here
+
+
+def test_groups_without_hosts_leave_their_jobs_out():
+    config, _ = render({"monitoring": ["mon-1"], "redis": ["mon-1"]})
+    assert set(jobs(config)) == {"node", "redis"}
+
+
+def test_a_host_sets_its_own_exporter_port():
+    config, _ = render(INVENTORY, {"data-1": {"monitoring_node_exporter_port": 19100,
+                                              "monitoring_redis_exporter_port": 19121}})
+    assert ("data-1:19100", {"instance": "data-1"}) in targets(jobs(config)["node"])
+    assert targets(jobs(config)["redis"]) == [("data-1:19121", {"instance": "data-1"})]
+
+
+@pytest.mark.parametrize("groups", [INVENTORY, {"monitoring": ["mon-1"]}], ids=["full", "monitoring-only"])
+def test_promtool_accepts_the_generated_config(groups, tmp_path: Path):
+    _, text = render(groups)
+    config = tmp_path / "prometheus.yml"
+    config.write_text(text)
+    result = subprocess.run([str(PROMTOOL), "check", "config", "--syntax-only", str(config)],
+                            capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_promtool_refuses_a_duplicate_job(tmp_path: Path):
+    """The check above can fail: an extra job named like a generated one is refused."""
+    _, text = render(INVENTORY, monitoring_extra_scrape_configs=[
+        {"job_name": "node", "static_configs": [{"targets": ["localhost:9100"]}]}])
+    config = tmp_path / "prometheus.yml"
+    config.write_text(text)
+    result = subprocess.run([str(PROMTOOL), "check", "config", "--syntax-only", str(config)],
+                            capture_output=True, text=True, check=False)
+    assert result.returncode != 0
+    assert 'found multiple scrape configs with job name "node"' in result.stdout + result.stderr
