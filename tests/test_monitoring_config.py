@@ -99,3 +99,36 @@ def test_promtool_refuses_a_duplicate_job(tmp_path: Path):
                             capture_output=True, text=True, check=False)
     assert result.returncode != 0
     assert 'found multiple scrape configs with job name "node"' in result.stdout + result.stderr
+
+
+# --- the exporters' ports are open to the monitoring group only ----------------------------------
+
+EXPORTER_PORTS = {"monitoring_node_exporter_port", "monitoring_redis_exporter_port"}
+
+
+@pytest.mark.parametrize("environment", ["staging", "production"])
+def test_the_example_inventories_open_each_exporter_port_to_the_monitoring_group_only(environment):
+    """The environments made from templates/ (the examples are its output) give the server role's
+    firewall a rule for every exporter port the monitoring role uses, from the monitoring group only."""
+    server = yaml.safe_load((ROOT / "inventories" / environment / "group_vars" / "all" / "server.yml").read_text())
+    rules = {rule["port"]: rule for rule in server["server_firewall_internal_ports"]}
+    defaults = role_variables("monitoring")
+    for name in EXPORTER_PORTS:
+        rule = rules.get(int(defaults[name]))
+        assert rule, f"{environment}: no firewall rule for {name} ({defaults[name]})"
+        assert rule["from_groups"] == ["monitoring"] and not rule.get("from_networks"), rule
+
+
+def test_the_firewall_accepts_an_exporter_port_only_from_the_monitoring_hosts():
+    """The server role's ruleset for such a rule: port 9100 is accepted from the monitoring hosts'
+    addresses, and no other rule names it (the chain's policy drops the rest)."""
+    variables = role_variables("server")
+    hosts = {"mon-1": "10.0.0.51", "app-1": "10.0.0.21", "web-1": "10.0.0.11"}
+    variables["groups"] = {"all": list(hosts), "monitoring": ["mon-1"], "app": ["app-1"], "web": ["web-1"]}
+    variables["hostvars"] = {h: {"ansible_default_ipv4": {"address": a}} for h, a in hosts.items()}
+    variables["server_firewall_internal_ports"] = [{"port": 9100, "from_groups": ["monitoring"]}]
+    template = ROOT / "roles" / "server" / "templates" / "nftables.conf.j2"
+    rendered = Templar(loader=DataLoader(), variables=variables).template(trust_as_template(template.read_text()))
+    lines = [line.strip() for line in rendered.splitlines() if "9100" in line and not line.strip().startswith("#")]
+    assert lines == ["ip saddr { 10.0.0.51 } tcp dport 9100 accept"]
+    assert "policy drop;" in rendered
