@@ -1,13 +1,15 @@
-"""Behaviour of the backup role on Debian 12 (Redis 7.0) and Debian 13 (Redis 8.0).
+"""Behaviour of the backup role on Debian 12 (Redis 7.0, PostgreSQL 15) and Debian 13 (Redis 8.0,
+PostgreSQL 17).
 
-The age identity and the Redis passwords come from the scenario's ephemeral directory (prepare.yml
-and converge.yml generated them); the hosts only ever got the identity's recipient.
+The age identity and the passwords come from the scenario's ephemeral directory (prepare.yml and the
+inventory in group_vars/ generated them); the hosts only ever got the identity's recipient.
 """
 
 import base64
 import os
 import re
 import shlex
+import tempfile
 import time
 from pathlib import Path
 
@@ -15,9 +17,13 @@ import pyrage
 import pytest
 
 DIR = "/backup/redis"
+PG_DIR = "/backup/postgresql"
+PG_PROM = "/var/lib/prometheus/node-exporter/asset_backup_postgresql.prom"
 SCRIPT = "/usr/local/sbin/asset-backup"
 PROM = "/var/lib/prometheus/node-exporter/asset_backup_redis.prom"
 LOCK = "/run/lock/asset-backup-redis.lock"
+EXT = {"redis": "rdb", "postgresql": "dump"}
+DB = "asset_classes"
 
 
 def secret(name):
@@ -34,20 +40,43 @@ def admin(host, *args):
     return result.rc, (result.stdout + result.stderr).strip()
 
 
-def today(host):
-    return f"{DIR}/redis-backup-{host.check_output('date +%Y%m%d')}.rdb.age"
+def today(host, kind="redis"):
+    return f"/backup/{kind}/{kind}-backup-{host.check_output('date +%Y%m%d')}.{EXT[kind]}.age"
+
+
+def psql(host, sql, user="postgres", db=DB):
+    """Run SQL through the local socket as a peer-authenticated OS user; the CommandResult."""
+    return host.run(f"cd / && runuser -u {user} -- psql -XAtq -v ON_ERROR_STOP=1 -d {db} -c {shlex.quote(sql)}")
+
+
+def seed_probe_table(host):
+    """A table of the service's database owned by its owner, 2,000 rows (the dump's largest data)."""
+    run = psql(host, "SET ROLE asset_classes;"
+                     " CREATE TABLE IF NOT EXISTS molecule_probe (id int PRIMARY KEY, value text);"
+                     " INSERT INTO molecule_probe SELECT i, md5(i::text) FROM generate_series(1, 2000) i"
+                     " ON CONFLICT DO NOTHING;")
+    assert run.rc == 0, run.stderr
+
+
+def put_file(host, data, dest):
+    """Copy bytes from the controller to the host, 0600 root (the Ansible copy module)."""
+    with tempfile.NamedTemporaryFile() as local:
+        local.write(data)
+        local.flush()
+        result = host.ansible("copy", f"src={local.name} dest={dest} mode=0600 owner=root", check=False)
+    assert not result.get("failed"), result
 
 
 def read_bytes(host, path):
     return base64.b64decode(host.check_output(f"base64 -w0 {shlex.quote(path)}"))
 
 
-def backup(host, prefix=""):
-    return host.run(f"{prefix}{SCRIPT} redis")
+def backup(host, prefix="", kind="redis"):
+    return host.run(f"{prefix}{SCRIPT} {kind}")
 
 
-def kept(host):
-    return sorted(host.check_output(f"ls -1 {DIR}").split())
+def kept(host, kind="redis"):
+    return sorted(host.check_output(f"ls -1 /backup/{kind}").split())
 
 
 # --- a backup -------------------------------------------------------------------------------------
@@ -74,17 +103,20 @@ def test_the_snapshot_is_taken_as_the_backup_user_never_default(host):
     assert secret("redis_password") not in host.check_output("cat /etc/asset-backup/*")
 
 
-def test_cron_runs_the_backup_into_the_journal(host):
-    line = [entry for entry in host.file("/etc/cron.d/asset-backup").content_string.splitlines()
-            if entry and not entry.startswith(("#", "SHELL", "PATH"))]
+@pytest.mark.parametrize("kind", EXT)
+def test_cron_runs_the_backup_into_the_journal(host, kind):
+    lines = [entry for entry in host.file("/etc/cron.d/asset-backup").content_string.splitlines()
+             if entry and not entry.startswith(("#", "SHELL", "PATH"))]
+    assert len(lines) == 2  # one entry per kind
+    line = [entry for entry in lines if entry.endswith(f" {kind}")]
     assert len(line) == 1
     fields = line[0].split(maxsplit=6)
     assert fields[:5] == ["17", "3", "*", "*", "*"] and fields[5] == "root"
     marker = f"molecule-{time.time_ns()}"
-    host.run(f"logger -t asset-backup-redis {marker}")
+    host.run(f"logger -t asset-backup-{kind} {marker}")
     run = host.run(fields[6])  # the entry's own command, as cron runs it
     assert run.rc == 0, run.stderr
-    journal = host.check_output("journalctl -t asset-backup-redis --no-pager -o cat -n 50")
+    journal = host.check_output(f"journalctl -t asset-backup-{kind} --no-pager -o cat -n 50")
     assert marker in journal
     after = journal.split(marker, 1)[1]
     assert "verified, encrypted" in after
@@ -138,58 +170,132 @@ def test_verify_refuses_a_damaged_file_and_accepts_a_good_one(host):
     host.run("rm -f /tmp/good.rdb /tmp/half.rdb")
 
 
+# --- PostgreSQL -----------------------------------------------------------------------------------
+
+def test_postgresql_backup_is_a_verified_encrypted_dump_with_the_data(host):
+    seed_probe_table(host)
+    assert psql(host, "SET ROLE asset_classes; INSERT INTO molecule_probe VALUES (0, 'known-row-4711')"
+                      " ON CONFLICT (id) DO UPDATE SET value = excluded.value").rc == 0
+    run = backup(host, kind="postgresql")
+    assert run.rc == 0, run.stderr
+    assert "verified, encrypted" in run.stdout
+    assert re.fullmatch(rf"{PG_DIR}/postgresql-backup-\d{{8}}\.dump\.age", today(host, "postgresql"))
+    data = read_bytes(host, today(host, "postgresql"))
+    assert data.startswith(b"age-encryption.org/v1\n")
+    plain = pyrage.decrypt(data, [identity()])
+    assert plain.startswith(b"PGDMP")  # pg_dump's custom format
+    # decrypted on the controller, the dump holds the table and the row written before the backup
+    put_file(host, plain, "/root/molecule-check.dump")
+    rows = host.run("pg_restore --data-only -t molecule_probe -f - /root/molecule-check.dump")
+    host.run("rm -f /root/molecule-check.dump")
+    assert rows.rc == 0, rows.stderr
+    assert "0\tknown-row-4711" in rows.stdout
+    assert host.run(f"find {PG_DIR} -name '.work*' -o -name '*.dump'").stdout.strip() == ""
+
+
+def test_the_dump_is_taken_as_the_least_privileged_backup_role(host):
+    # the backup role reads, it cannot write ...
+    denied = psql(host, "INSERT INTO molecule_probe VALUES (-1, 'x')", user="backup")
+    assert denied.rc != 0 and "permission denied" in denied.stderr
+    # ... and the dump depends on its pg_read_all_data: without it the run fails (not as postgres)
+    before = host.file(today(host, "postgresql")).sha256sum
+    assert psql(host, "REVOKE pg_read_all_data FROM backup").rc == 0
+    try:
+        run = backup(host, kind="postgresql")
+    finally:
+        assert psql(host, "GRANT pg_read_all_data TO backup").rc == 0
+    assert run.rc != 0
+    assert "taking the snapshot failed" in run.stderr and "permission denied" in run.stderr, run.stderr
+    assert host.file(today(host, "postgresql")).sha256sum == before
+
+
+PG_CORRUPT = {
+    # the real pg_dump writes the dump, then it is damaged before the backup script reads it
+    "truncated": 'truncate -s -64 "$out"',
+    # inside the compressed data of the largest table (the last data block of the archive)
+    "flipped": ('printf "\\377\\377\\377\\377" | dd of="$out" bs=1 seek=$(( $(stat -c %s "$out") - 1000 ))'
+                ' conv=notrunc status=none'),
+}
+
+
+@pytest.mark.parametrize("damage", PG_CORRUPT)
+def test_a_damaged_dump_is_refused_and_the_good_file_of_the_day_kept(host, damage):
+    assert backup(host, kind="postgresql").rc == 0
+    before = host.file(today(host, "postgresql")).sha256sum
+    metric_before = host.file(PG_PROM).content_string
+    fake = f"/usr/local/lib/molecule-{damage}"  # run by the backup user: not under /root, /tmp is noexec
+    wrapper = ('#!/bin/bash\nout=$(mktemp)\n/usr/bin/pg_dump "$@" >"$out" || exit\n'
+               + PG_CORRUPT[damage] + '\ncat "$out"; rm -f "$out"\n')
+    host.run(f"mkdir -p {fake} && printf %s {shlex.quote(wrapper)} > {fake}/pg_dump && chmod 0755 {fake}/pg_dump")
+    run = backup(host, prefix=f"PATH={fake}:$PATH ", kind="postgresql")
+    host.run(f"rm -rf {fake}")
+    assert run.rc != 0
+    assert "failed verification" in run.stderr, run.stderr
+    assert host.file(today(host, "postgresql")).sha256sum == before
+    assert host.file(PG_PROM).content_string == metric_before
+    assert host.run(f"find {PG_DIR} -name '.work*'").stdout.strip() == ""
+
+
 # --- retention ------------------------------------------------------------------------------------
 
-def _fake_backup(host, days_ago):
+def _fake_backup(host, kind, days_ago):
     day = host.check_output(f"date -d '{days_ago} days ago' +%Y%m%d")
-    name = f"{DIR}/redis-backup-{day}.rdb.age"
-    host.run(f"cp {today(host)} {name} && touch -d '{days_ago} days ago' {name}")
+    name = f"/backup/{kind}/{kind}-backup-{day}.{EXT[kind]}.age"
+    host.run(f"cp {today(host, kind)} {name} && touch -d '{days_ago} days ago' {name}")
     return name
 
 
-def test_retention_removes_only_files_older_than_the_limit(host):
-    old, recent = _fake_backup(host, 10), _fake_backup(host, 3)
-    assert backup(host).rc == 0
-    names = kept(host)
+@pytest.mark.parametrize("kind", EXT)
+def test_retention_removes_only_files_older_than_the_limit(host, kind):
+    old, recent = _fake_backup(host, kind, 10), _fake_backup(host, kind, 3)
+    assert backup(host, kind=kind).rc == 0
+    names = kept(host, kind)
     assert Path(old).name not in names
-    assert Path(recent).name in names and Path(today(host)).name in names
+    assert Path(recent).name in names and Path(today(host, kind)).name in names
     host.run(f"rm -f {recent}")
 
 
-def test_retention_keeps_the_newest_good_backup_however_old(host):
-    _fake_backup(host, 20)
-    host.run(f"touch -d '30 days ago' {DIR}/*.age")
-    run = host.run(f"{SCRIPT} prune redis")
+@pytest.mark.parametrize("kind", EXT)
+def test_retention_keeps_the_newest_good_backup_however_old(host, kind):
+    _fake_backup(host, kind, 20)
+    host.run(f"touch -d '30 days ago' /backup/{kind}/*.age")
+    run = host.run(f"{SCRIPT} prune {kind}")
     assert run.rc == 0, run.stderr
-    assert kept(host) == [Path(today(host)).name]
-    assert backup(host).rc == 0  # back to a fresh file for the other tests
+    assert kept(host, kind) == [Path(today(host, kind)).name]
+    assert backup(host, kind=kind).rc == 0  # back to a fresh file for the other tests
 
 
 # --- freshness metric ---------------------------------------------------------------------------
 
-def test_the_metric_is_in_the_node_exporter_output_after_a_backup(host):
+@pytest.mark.parametrize("kind", EXT)
+def test_the_metric_is_in_the_node_exporter_output_after_a_backup(host, kind):
     start = int(time.time()) - 5
-    assert backup(host).rc == 0
-    size = host.file(today(host)).size
-    assert host.file(PROM).mode == 0o644
+    assert backup(host, kind=kind).rc == 0
+    size = host.file(today(host, kind)).size
+    assert host.file(f"/var/lib/prometheus/node-exporter/asset_backup_{kind}.prom").mode == 0o644
     metrics = host.check_output(
         "python3 -c 'import urllib.request; print(urllib.request.urlopen(\"http://127.0.0.1:9100/metrics\").read().decode())'")
-    stamp = re.search(r'^asset_backup_last_success_timestamp_seconds\{kind="redis"\} (\S+)$', metrics, re.M)
+    stamp = re.search(rf'^asset_backup_last_success_timestamp_seconds\{{kind="{kind}"\}} (\S+)$', metrics, re.M)
     assert stamp and float(stamp.group(1)) >= start
-    assert f'asset_backup_last_size_bytes{{kind="redis"}} {size}' in metrics
+    assert f'asset_backup_last_size_bytes{{kind="{kind}"}} {size}' in metrics
     assert "textfile_scrape_error 0" in metrics
 
 
 # --- permissions ----------------------------------------------------------------------------------
 
-def test_backups_are_readable_by_root_only(host):
-    for path in ["/backup", DIR, "/etc/asset-backup"]:
+@pytest.mark.parametrize("kind", EXT)
+def test_backups_are_readable_by_root_only(host, kind):
+    for path in ["/backup", f"/backup/{kind}", "/etc/asset-backup"]:
         d = host.file(path)
         assert (d.user, d.group, d.mode) == ("root", "root", 0o700), path
-    for name in kept(host):
-        f = host.file(f"{DIR}/{name}")
-        assert (f.user, f.mode) == ("root", 0o600), name
-    assert host.run(f"runuser -u nobody -- ls {DIR}").rc != 0
+    names = kept(host, kind)
+    assert names
+    for name in names:
+        f = host.file(f"/backup/{kind}/{name}")
+        assert (f.user, f.group, f.mode) == ("root", "root", 0o600), name
+    for user in ["nobody", "backup", "postgres", "redis"]:
+        assert host.run(f"runuser -u {user} -- ls /backup/{kind}").rc != 0, user
+        assert host.run(f"runuser -u {user} -- cat /backup/{kind}/{names[-1]}").rc != 0, user
     assert "AGE-SECRET-KEY" not in host.check_output("cat /etc/asset-backup/recipients.txt")
 
 
