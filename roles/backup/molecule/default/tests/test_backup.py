@@ -2,82 +2,35 @@
 PostgreSQL 17).
 
 The age identity and the passwords come from the scenario's ephemeral directory (prepare.yml and the
-inventory in group_vars/ generated them); the hosts only ever got the identity's recipient.
+inventory in molecule.yml generated them); the hosts only ever got the identity's recipient.
 """
 
-import base64
-import os
 import re
 import shlex
-import tempfile
 import time
 from pathlib import Path
 
 import pyrage
 import pytest
-
-DIR = "/backup/redis"
-PG_DIR = "/backup/postgresql"
-PG_PROM = "/var/lib/prometheus/node-exporter/asset_backup_postgresql.prom"
-SCRIPT = "/usr/local/sbin/asset-backup"
-PROM = "/var/lib/prometheus/node-exporter/asset_backup_redis.prom"
-LOCK = "/run/lock/asset-backup-redis.lock"
-EXT = {"redis": "rdb", "postgresql": "dump"}
-DB = "asset_classes"
-
-
-def secret(name):
-    return (Path(os.environ["MOLECULE_EPHEMERAL_DIRECTORY"]) / name).read_text().split()[0]
-
-
-def identity():
-    return pyrage.x25519.Identity.from_str(secret("age_identity"))
-
-
-def admin(host, *args):
-    env = f"REDISCLI_AUTH={shlex.quote(secret('redis_password'))} "
-    result = host.run(env + "redis-cli -s /run/redis/redis-server.sock " + " ".join(shlex.quote(a) for a in args))
-    return result.rc, (result.stdout + result.stderr).strip()
-
-
-def today(host, kind="redis"):
-    return f"/backup/{kind}/{kind}-backup-{host.check_output('date +%Y%m%d')}.{EXT[kind]}.age"
-
-
-def psql(host, sql, user="postgres", db=DB):
-    """Run SQL through the local socket as a peer-authenticated OS user; the CommandResult."""
-    return host.run(f"cd / && runuser -u {user} -- psql -XAtq -v ON_ERROR_STOP=1 -d {db} -c {shlex.quote(sql)}")
-
-
-def seed_probe_table(host):
-    """A table of the service's database owned by its owner, 2,000 rows (the dump's largest data)."""
-    run = psql(host, "SET ROLE asset_classes;"
-                     " CREATE TABLE IF NOT EXISTS molecule_probe (id int PRIMARY KEY, value text);"
-                     " INSERT INTO molecule_probe SELECT i, md5(i::text) FROM generate_series(1, 2000) i"
-                     " ON CONFLICT DO NOTHING;")
-    assert run.rc == 0, run.stderr
-
-
-def put_file(host, data, dest):
-    """Copy bytes from the controller to the host, 0600 root (the Ansible copy module)."""
-    with tempfile.NamedTemporaryFile() as local:
-        local.write(data)
-        local.flush()
-        result = host.ansible("copy", f"src={local.name} dest={dest} mode=0600 owner=root", check=False)
-    assert not result.get("failed"), result
-
-
-def read_bytes(host, path):
-    return base64.b64decode(host.check_output(f"base64 -w0 {shlex.quote(path)}"))
-
-
-def backup(host, prefix="", kind="redis"):
-    return host.run(f"{prefix}{SCRIPT} {kind}")
-
-
-def kept(host, kind="redis"):
-    return sorted(host.check_output(f"ls -1 /backup/{kind}").split())
-
+from common import (
+    DIR,
+    EXT,
+    LOCK,
+    PG_DIR,
+    PG_PROM,
+    PROM,
+    SCRIPT,
+    admin,
+    backup,
+    identity,
+    kept,
+    psql,
+    put_file,
+    read_bytes,
+    secret,
+    seed_probe_table,
+    today,
+)
 
 # --- a backup -------------------------------------------------------------------------------------
 
@@ -162,8 +115,7 @@ def test_a_damaged_snapshot_is_refused_and_the_good_file_of_the_day_kept(host, d
 def test_verify_refuses_a_damaged_file_and_accepts_a_good_one(host):
     good = read_bytes(host, today(host))
     plain = pyrage.decrypt(good, [identity()])
-    encoded = base64.b64encode(plain).decode()
-    host.run(f"echo {encoded} | base64 -d > /tmp/good.rdb")
+    put_file(host, plain, "/tmp/good.rdb")
     assert host.run(f"{SCRIPT} verify redis /tmp/good.rdb").rc == 0
     host.run(f"head -c {len(plain) // 2} /tmp/good.rdb > /tmp/half.rdb")
     assert host.run(f"{SCRIPT} verify redis /tmp/half.rdb").rc != 0
