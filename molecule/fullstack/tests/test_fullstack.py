@@ -1,10 +1,13 @@
 """The whole site across hosts: web (nginx, TLS) -> two app hosts (blue/green Gunicorn) -> Redis and
-PostgreSQL on a data host; tiers reach only the ports they need; a deploy under load loses no request."""
+PostgreSQL (the postgresql role, TLS on) on a data host; the deploy migrated that database; tiers reach
+only the ports they need; a deploy under load loses no request."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
+import shlex
 import ssl
 import threading
 import time
@@ -19,6 +22,8 @@ EPHEMERAL = Path(os.environ["MOLECULE_EPHEMERAL_DIRECTORY"])
 BASE_URL = "https://127.0.0.1:18843"
 FACT = "/etc/ansible/facts.d/asset_classes_api.fact"
 SLOT_PORTS = {"blue": 8001, "green": 8002}
+APP_HOSTS = ("fullstack-app1", "fullstack-app2")
+MIGRATIONS = Path(os.environ["MOLECULE_PROJECT_DIRECTORY"]) / "service" / "app" / "migrations" / "versions"
 
 
 def node(name):
@@ -49,6 +54,31 @@ def can_connect(client, address, port):
 
 def live_slot(name):
     return json.loads(node(name).file(FACT).content_string)
+
+
+def db_query(sql):
+    """psql on the db host as postgres (local peer), in the service's database."""
+    command = f"runuser -u postgres -- psql -XAtq -d asset_classes -c {shlex.quote(sql)}"
+    return node("fullstack-data").check_output(command)
+
+
+def app_query(name, sql, url_change=("", "")):
+    """A query as the service connects: its DATABASE_URL from shared/.env, as its user, from app host `name`."""
+    script = ("import sqlalchemy as sa; from app.core.config import get_settings; "
+              f"url = get_settings().database_url.replace({url_change[0]!r}, {url_change[1]!r}); "
+              f"print(*sa.create_engine(url).connect().execute(sa.text({sql!r})).one())")
+    return node(name).run("cd /opt/asset-classes-api/shared && runuser -u asset-classes-api -- "
+                          f"/opt/asset-classes-api/current/venv/bin/python -c {shlex.quote(script)}")
+
+
+def migration_head():
+    revisions, parents = set(), set()
+    for path in MIGRATIONS.glob("*.py"):
+        text = path.read_text()
+        revisions |= set(re.findall(r'^revision: str = "([^"]+)"', text, re.M))
+        parents |= set(re.findall(r'^down_revision: str \| None = "([^"]+)"', text, re.M))
+    (head,) = revisions - parents
+    return head
 
 
 def test_site_answers_over_tls_with_redis_and_database_ok():
@@ -101,6 +131,29 @@ def test_projection_cached_in_the_shared_redis_across_app_hosts():
     caches = [request(f"/api/v1/asset-pools/{pool_id}/cashflows", "POST", {})[1]["x-cache"] for _ in range(4)]
     assert caches[0] == "MISS"
     assert set(caches[1:]) == {"HIT"}, caches
+    # The pool is a row of the db host's PostgreSQL, which both app hosts share.
+    assert db_query(f"SELECT name FROM asset_pools WHERE id = {int(pool_id)}").strip() == pool["name"]
+
+
+def test_the_deploy_migrated_the_db_hosts_postgresql_as_the_app_user():
+    # Nothing else makes the schema: the postgresql role creates an empty database, and prepare is gone.
+    assert db_query("SELECT version_num FROM alembic_version").strip() == migration_head()
+    owners = set(db_query("SELECT DISTINCT tableowner FROM pg_tables WHERE schemaname = 'public'").split())
+    assert owners == {"asset_classes"}, owners
+
+
+@pytest.mark.parametrize("name", APP_HOSTS)
+def test_the_service_connects_from_each_app_host_over_tls_and_only_over_tls(name):
+    env = node(name).file("/opt/asset-classes-api/shared/.env").content_string
+    url = re.search(r"^DATABASE_URL='([^']*)'$", env, re.M).group(1)
+    assert url.startswith("postgresql+psycopg://asset_classes:"), "DATABASE_URL is not the app user's PostgreSQL URL"
+    assert url.endswith("@fullstack-data:5432/asset_classes?sslmode=require")
+    used = app_query(name, "SELECT current_user, ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
+    assert used.rc == 0, used.stderr[-2000:]
+    assert used.stdout.split() == ["asset_classes", "True"]
+    plain = app_query(name, "SELECT 1", ("sslmode=require", "sslmode=disable"))
+    assert plain.rc != 0
+    assert "no pg_hba.conf entry" in plain.stderr and "no encryption" in plain.stderr, plain.stderr[-2000:]
 
 
 def test_internal_ports_are_open_only_to_the_tiers_that_need_them():
