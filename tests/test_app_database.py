@@ -6,12 +6,15 @@ connect (argument validation, assert and debug run on the controller)."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import yaml
+from ansible.constants import DEFAULT_VAULT_ID_MATCH
+from ansible.parsing.vault import VaultLib, VaultSecret
 from conftest import ROOT, role_defaults
 
 BIN = Path(sys.executable).parent
@@ -136,3 +139,16 @@ def test_the_sandbox_has_no_db_host_and_keeps_sqlite(tmp_path):
     # The sandbox's other secrets are generated on first use: into tmp_path, not into .cache/sandbox.
     url = database_url(tmp_path, ROOT / "inventories" / "local" / "hosts.yml", "-e", f"sandbox_secrets_dir={tmp_path}")
     assert url == "sqlite:////var/lib/asset-classes-api/asset_classes.db"
+
+
+def test_the_staging_example_points_the_app_at_its_db_host_with_the_vaults_password(tmp_path):
+    """The generator's output (inventories/staging, templates/README.md): DATABASE_URL needs no line of its own."""
+    password = re.search(r"throw-away password `([^`]+)`", (ROOT / "templates" / "README.md").read_text()).group(1)
+    (tmp_path / "vault-password").write_text(password + "\n")
+    vault = VaultLib([(DEFAULT_VAULT_ID_MATCH, VaultSecret(password.encode()))])
+    inv = ROOT / "inventories" / "staging"
+    secrets = yaml.safe_load(vault.decrypt((inv / "group_vars" / "all" / "vault.yml").read_bytes()))
+    db_password = secrets["vault_db_password"]
+    assert "app_database_url" not in (inv / "group_vars" / "app" / "app.yml").read_text()
+    url = database_url(tmp_path, inv, "--vault-password-file", str(tmp_path / "vault-password"))
+    assert url == f"postgresql+psycopg://asset_classes:{db_password}@192.0.2.41:5432/asset_classes"
