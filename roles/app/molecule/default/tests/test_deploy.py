@@ -1,4 +1,4 @@
-"""Deploys under load, a refused release, the deploy lock and rollback (runs once, on both hosts).
+"""Deploys under load, a refused release, the deploy lock, rollback and keeping N releases (once, on both hosts).
 
 The steps share state (the release each one leaves live), so they are one ordered test; it ends
 where the converge left the hosts (the built release live) so that check mode still reports no change.
@@ -13,7 +13,14 @@ import testinfra
 APP = "asset-classes-api"
 FACT = "/etc/ansible/facts.d/asset_classes_api.fact"
 NAMES = ["app-debian12", "app-debian13"]
-LOCK = f"/opt/{APP}/deploy.lock"
+BASE = f"/opt/{APP}"
+LOCK = f"{BASE}/deploy.lock"
+KEEP = 2  # app_keep_releases in converge.yml
+# What a deploy may change on a host: the app tree (releases, venvs, shared/, slots/*.env, links, the
+# lock), the units and other files the role writes, the recorded state and the nginx upstream it switches.
+WRITTEN = [BASE, f"/etc/systemd/system/{APP}@.service", f"/etc/systemd/system/{APP}-healthcheck.service",
+           f"/etc/systemd/system/{APP}-healthcheck.timer", f"/etc/logrotate.d/{APP}",
+           f"/usr/local/bin/{APP}-healthcheck", FACT, "/etc/nginx/conf.d/upstream-asset_classes_api.conf"]
 
 
 def hosts():
@@ -23,6 +30,20 @@ def hosts():
 
 def state(host):
     return json.loads(host.file(FACT).content_string)
+
+
+def releases(host):
+    return set(host.check_output(f"ls -1 {BASE}/releases").split())
+
+
+def snapshot(host):
+    """Every path a deploy writes: type, mode, owner, size, mtime, link target, and each file's SHA-256;
+    and the slots' units (state and main PID)."""
+    paths = " ".join(WRITTEN)
+    listing = host.check_output(f"find {paths} -printf '%p %y %m %u:%g %s %T@ %l\\n' | LC_ALL=C sort")
+    sums = host.check_output(f"find {paths} -type f -print0 | LC_ALL=C sort -z | xargs -0 sha256sum")
+    units = host.check_output(f"systemctl show -p Id -p ActiveState -p MainPID '{APP}@blue' '{APP}@green'")
+    return listing, sums, units
 
 
 def health(host):
@@ -100,24 +121,82 @@ def test_deploy_refuse_lock_and_rollback(ansible_playbook):
         assert h.check_output(f"sha256sum /opt/{APP}/shared/.env") == env_before[name]
         assert not h.file(LOCK).exists
 
-    # 3. The deploy lock: a second deploy refuses while a lock is held.
-    for h in machines.values():
-        h.check_output(f"echo 'release=other by=someone at=now' > {LOCK}")
-    run = ansible_playbook(extra_vars={"app_release_id": "1.0.0-molecule-locked"})
-    assert run.rc != 0
-    assert "Another deploy holds the lock" in run.output
-    assert "release=other by=someone" in run.output
-    for h in machines.values():
-        assert state(h)["live_release"] == new_id
-        assert h.file(LOCK).exists
+    # 3. The deploy lock comes first (a refused deploy changes nothing).
+    lock_comes_first(ansible_playbook, machines, new_id)
 
-    # 4. Rollback (breaking the stale lock explicitly): the previous release serves again.
+    # 4. Rollback (breaking the stale lock explicitly): the previous release serves again. With
+    #    app_keep_releases 2 the refused release of step 2 goes: only the live and the previous remain.
     run = ansible_playbook(extra_vars={"app_rollback": True, "app_deploy_lock_break": True})
     assert run.rc == 0, run.output[-5000:]
     for name, h in machines.items():
         now = state(h)
         assert now["live_release"] == built[name]
         assert now["previous_release"] == new_id
+        assert health(h)["release"] == built[name]
+        assert not h.file(LOCK).exists
+        assert releases(h) == {built[name], new_id}
+
+    # 5. and 6. Keep N releases, and end on the built release as the converge left it.
+    keep_n_releases(ansible_playbook, machines, built)
+
+
+def lock_comes_first(ansible_playbook, machines, live):
+    """The lock comes first: a deploy that finds it held refuses before it changes anything on the host,
+    although it brings a new release, a new .env value and new Gunicorn/unit settings; a check-mode run
+    only reads the lock and refuses the same way."""
+    for h in machines.values():
+        h.check_output(f"echo 'release=other by=someone at=now' > {LOCK}")
+    before = {name: snapshot(h) for name, h in machines.items()}
+    changes = {"app_release_id": "1.0.0-molecule-locked", "app_log_level": "DEBUG", "app_gunicorn_graceful_timeout": 31}
+    run = ansible_playbook(extra_vars=changes)
+    assert run.rc != 0
+    assert "Another deploy holds the lock" in run.output
+    assert "release=other by=someone" in run.output
+    assert set(run.recap()) >= set(NAMES), run.output[-3000:]
+    assert all(counts["changed"] == 0 for counts in run.recap().values()), run.recap()
+    check = ansible_playbook(extra_vars=changes, check=True)
+    assert check.rc != 0
+    assert "Another deploy holds the lock" in check.output
+    for name, h in machines.items():
+        after = snapshot(h)
+        assert after[0] == before[name][0], f"{name}: the refused deploys changed files"
+        assert after[1] == before[name][1], f"{name}: the refused deploys changed file contents"
+        assert after[2] == before[name][2], f"{name}: the refused deploys touched the slots"
+        assert state(h)["live_release"] == live
+        assert h.file(LOCK).content_string == "release=other by=someone at=now\n"
+
+
+def keep_n_releases(ansible_playbook, machines, built):
+    """After N + 2 deploys of distinct releases (the built one, new_id, r3, r4; the new ids reuse the built
+    wheelhouse) exactly N remain, the live and the previous one among them; then back to the built one."""
+    r3, r4 = "1.0.0-molecule-r3", "1.0.0-molecule-r4"
+    for release in (r3, r4):
+        run = ansible_playbook(extra_vars={"app_release_id": release})
+        assert run.rc == 0, run.output[-5000:]
+    for h in machines.values():
+        now = state(h)
+        assert (now["live_release"], now["previous_release"]) == (r4, r3)
+        assert len(releases(h)) == KEEP
+        assert releases(h) == {r4, r3}
+        assert health(h)["release"] == r4
+    # A switch that changes only the configuration keeps the recorded previous release, and its files.
+    slots = {name: state(h)["live_slot"] for name, h in machines.items()}
+    run = ansible_playbook(extra_vars={"app_release_id": r4, "app_log_level": "DEBUG"})
+    assert run.rc == 0, run.output[-5000:]
+    for name, h in machines.items():
+        now = state(h)
+        assert now["live_slot"] != slots[name]
+        assert (now["live_release"], now["previous_release"]) == (r4, r3)
+        assert releases(h) == {r4, r3}
+
+    # Back to where the converge left the hosts: the built release, pruned in step 5, is installed
+    #    again from its wheelhouse and goes live with the converge's own settings.
+    run = ansible_playbook()
+    assert run.rc == 0, run.output[-5000:]
+    for name, h in machines.items():
+        now = state(h)
+        assert (now["live_release"], now["previous_release"]) == (built[name], r4)
+        assert releases(h) == {built[name], r4}
         assert health(h)["release"] == built[name]
         assert not h.file(LOCK).exists
 
