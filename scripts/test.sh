@@ -57,7 +57,7 @@ stage_molecule() {  # role scenarios, MOLECULE_JOBS (default 2) at a time: each 
     # In a subshell, run's verdict cannot reach passed/failed: it goes to $results, and run's
     # report is printed in one piece when the unit ends, so parallel units do not interleave.
     (
-      unit="molecule/${role}/${name}"
+      unit="molecule/${role}/${name}" failed=()  # this unit's verdict only, not an earlier stage's
       run "$unit" bash -c "cd roles/${role} && molecule test -s ${name}" >"$LOG_DIR/.report-${role}-${name}"
       cat "$LOG_DIR/.report-${role}-${name}"
       if ((${#failed[@]})); then echo "failed $unit"; else echo "passed $unit"; fi >>"$results"
