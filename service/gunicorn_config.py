@@ -10,12 +10,19 @@ GUNICORN_ACCESSLOG       "-" (stdout); a path, or "" to switch access logging of
 GUNICORN_ERRORLOG        "-" (stderr) or a path
 GUNICORN_LOGLEVEL        info
 GUNICORN_PIDFILE         optional pid file (for logrotate's `kill -USR1`)
+GUNICORN_PROC_NAME       process title prefix; default asset-classes-api
+GUNICORN_ACCESS_LOG_TAG  appended to every access-log line after a space (the app role: the slot)
+TRUSTED_PROXIES          addresses whose X-Forwarded-* headers are trusted (as the settings read it)
 PROMETHEUS_MULTIPROC_DIR when set, metrics of all workers are aggregated (dir is cleaned at start)
 Gunicorn reopens its own log files on SIGUSR1; the app's file handler is a WatchedFileHandler.
+
+The app role deploys this file with each release (<release>/gunicorn_config.py) and drives it with
+these variables from the slot unit's environment files; it has no Gunicorn configuration of its own.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import multiprocessing
 import os
 import shutil
@@ -48,8 +55,13 @@ def _str(name: str, default: str | None) -> str | None:
 
 bind = [_str("GUNICORN_BIND", "127.0.0.1:8000") or "127.0.0.1:8000"]
 workers = _int("GUNICORN_WORKERS", 0) or multiprocessing.cpu_count() * 2 + 1
-# uvicorn-worker's UvicornWorker, except that a recycling worker resets no request (app/core/worker.py)
-worker_class = "app.core.worker.DrainingUvicornWorker"
+# uvicorn-worker's UvicornWorker, except that a recycling worker resets no request (app/core/worker.py).
+# The stock one only for an app package without that module (a release built before it existed).
+worker_class = (
+    "app.core.worker.DrainingUvicornWorker"
+    if importlib.util.find_spec("app.core.worker")
+    else "uvicorn_worker.UvicornWorker"
+)
 max_requests = _int("GUNICORN_MAX_REQUESTS", 1000)
 max_requests_jitter = _int("GUNICORN_MAX_REQUESTS_JITTER", 50)
 timeout = _int("GUNICORN_TIMEOUT", 60)
@@ -60,6 +72,10 @@ errorlog = _str("GUNICORN_ERRORLOG", "-") or "-"
 loglevel = os.environ.get("GUNICORN_LOGLEVEL", "info")
 pidfile = _str("GUNICORN_PIDFILE", None)
 access_log_format = '%(h)s %({x-request-id}o)s "%(r)s" %(s)s %(b)s %(M)sms "%(a)s"'
+_access_log_tag = os.environ.get("GUNICORN_ACCESS_LOG_TAG", "").strip()
+if _access_log_tag:
+    # Literal text: a % in the tag must not read as a log atom.
+    access_log_format += " " + _access_log_tag.replace("%", "%%")
 proc_name = os.environ.get("GUNICORN_PROC_NAME", "asset-classes-api")
 # The settings accept TRUSTED_PROXIES as "a,b" or as a JSON list; uvicorn wants "a,b".
 forwarded_allow_ips = ",".join(split_csv(os.environ.get("TRUSTED_PROXIES", "127.0.0.1")))

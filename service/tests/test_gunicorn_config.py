@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import http.client
+import importlib.util
 import multiprocessing
 import os
 import re
@@ -14,6 +15,7 @@ from app.core.config import SettingsError
 from tests.conftest import RedisServer, gunicorn
 
 CONFIG = Path(__file__).resolve().parents[1] / "gunicorn_config.py"
+ACCESS_LOG_FORMAT = '%(h)s %({x-request-id}o)s "%(r)s" %(s)s %(b)s %(M)sms "%(a)s"'
 
 
 def load(monkeypatch: pytest.MonkeyPatch, **env: str) -> dict[str, object]:
@@ -37,6 +39,7 @@ def test_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
     assert cfg["accesslog"] == "-"
     assert cfg["errorlog"] == "-"
     assert cfg["proc_name"] == "asset-classes-api"
+    assert cfg["access_log_format"] == ACCESS_LOG_FORMAT
 
 
 def test_environment_overrides(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -54,6 +57,7 @@ def test_environment_overrides(monkeypatch: pytest.MonkeyPatch) -> None:
         GUNICORN_LOGLEVEL="warning",
         GUNICORN_PIDFILE="/run/asset-classes/gunicorn.pid",
         GUNICORN_PROC_NAME="asset-classes-blue",
+        GUNICORN_ACCESS_LOG_TAG="blue",
     )
     assert cfg["bind"] == ["unix:/run/asset-classes/blue.sock"]
     assert cfg["workers"] == 3
@@ -67,6 +71,55 @@ def test_environment_overrides(monkeypatch: pytest.MonkeyPatch) -> None:
     assert cfg["loglevel"] == "warning"
     assert cfg["pidfile"] == "/run/asset-classes/gunicorn.pid"
     assert cfg["proc_name"] == "asset-classes-blue"
+    assert cfg["access_log_format"] == ACCESS_LOG_FORMAT + " blue"
+
+
+def test_a_slot_unit_environment_drives_the_config(monkeypatch: pytest.MonkeyPatch) -> None:
+    """What the app role's slot unit gives Gunicorn (shared/gunicorn.env, slots/<slot>.env and the
+    unit's own lines, in systemd's KEY=value form) is what the config reads."""
+    unit_env = """
+# shared/gunicorn.env
+GUNICORN_WORKERS=0
+GUNICORN_TIMEOUT=60
+GUNICORN_GRACEFUL_TIMEOUT=31
+GUNICORN_KEEPALIVE=5
+GUNICORN_MAX_REQUESTS=1000
+GUNICORN_MAX_REQUESTS_JITTER=50
+GUNICORN_ACCESSLOG=/var/log/asset-classes-api/access.log
+GUNICORN_ERRORLOG=/var/log/asset-classes-api/error.log
+GUNICORN_LOGLEVEL=info
+TRUSTED_PROXIES=127.0.0.1,10.0.0.10
+# slots/green.env
+APP_RELEASE=1.0.0-gabc1234
+GUNICORN_BIND=0.0.0.0:8002
+# the unit
+GUNICORN_PROC_NAME=asset-classes-api-green
+GUNICORN_ACCESS_LOG_TAG=green
+"""
+    pairs = [line.split("=", 1) for line in unit_env.splitlines() if line and line[0] != "#"]
+    cfg = load(monkeypatch, **dict(pairs))
+    assert cfg["bind"] == ["0.0.0.0:8002"]
+    assert cfg["workers"] == 2 * multiprocessing.cpu_count() + 1  # 0: the default
+    assert (cfg["timeout"], cfg["graceful_timeout"], cfg["keepalive"]) == (60, 31, 5)
+    assert (cfg["max_requests"], cfg["max_requests_jitter"]) == (1000, 50)
+    assert cfg["accesslog"] == "/var/log/asset-classes-api/access.log"
+    assert cfg["errorlog"] == "/var/log/asset-classes-api/error.log"
+    assert cfg["proc_name"] == "asset-classes-api-green"
+    assert cfg["access_log_format"] == ACCESS_LOG_FORMAT + " green"
+    assert cfg["forwarded_allow_ips"] == "127.0.0.1,10.0.0.10"
+    assert cfg["worker_class"] == "app.core.worker.DrainingUvicornWorker"
+
+
+@pytest.mark.parametrize(
+    ("tag", "suffix"), [("", ""), ("  ", ""), ("blue", " blue"), ("5%", " 5%%")]
+)
+def test_access_log_tag_is_appended_as_literal_text(
+    monkeypatch: pytest.MonkeyPatch, tag: str, suffix: str
+) -> None:
+    """No tag, no trailing space; a % in the tag is escaped, so it is not read as a log atom."""
+    assert load(monkeypatch, GUNICORN_ACCESS_LOG_TAG=tag)["access_log_format"] == (
+        ACCESS_LOG_FORMAT + suffix
+    )
 
 
 def test_empty_accesslog_switches_access_logging_off(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -81,6 +134,19 @@ def test_defaults_ignore_the_callers_gunicorn_environment(
     monkeypatch.setenv("GUNICORN_MAX_REQUESTS_JITTER", "7")
     monkeypatch.setenv("GUNICORN_LOGLEVEL", "debug")
     test_defaults(monkeypatch)
+
+
+def test_an_app_without_the_draining_worker_gets_the_stock_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A release built before app.core.worker existed still starts (uvicorn-worker's own class)."""
+    real = importlib.util.find_spec
+
+    def find_spec(name: str, package: str | None = None) -> object:
+        return None if name == "app.core.worker" else real(name, package)
+
+    monkeypatch.setattr(importlib.util, "find_spec", find_spec)
+    assert load(monkeypatch)["worker_class"] == "uvicorn_worker.UvicornWorker"
 
 
 def test_invalid_number_stops_with_the_variable_name(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -140,7 +206,7 @@ def test_access_log_line_has_request_id_and_duration(
     tmp_path: Path, template_db: Path, redis_server: RedisServer
 ) -> None:
     """Gunicorn's access.log follows access_log_format: client, request id, request, status,
-    bytes, duration in ms, user agent."""
+    bytes, duration in ms, user agent, and the tag (the app role's slot)."""
     access_log = tmp_path / "access.log"
     with gunicorn(
         tmp_path,
@@ -148,6 +214,7 @@ def test_access_log_line_has_request_id_and_duration(
         redis_server,
         GUNICORN_WORKERS="1",
         GUNICORN_ACCESSLOG=str(access_log),
+        GUNICORN_ACCESS_LOG_TAG="blue",
     ) as port:
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
         conn.request(
@@ -159,7 +226,7 @@ def test_access_log_line_has_request_id_and_duration(
         conn.close()
     expected = (
         r'127\.0\.0\.1 trace-7 "GET /api/v1/asset-classes/RMBS\?x=1 HTTP/1\.1" '
-        rf'200 {len(body)} \d+ms "probe/1"'
+        rf'200 {len(body)} \d+ms "probe/1" blue'
     )
     lines = [x for x in access_log.read_text().splitlines() if "/asset-classes/RMBS" in x]
     assert len(lines) == 1, lines  # one line per request, in that format

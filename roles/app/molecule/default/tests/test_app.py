@@ -1,9 +1,12 @@
 """The app role on a converged host: units, hardening, files, TLS through nginx, cache, logs, timer."""
 
+import hashlib
 import json
+import os
 import re
 import socket
 import ssl
+from pathlib import Path
 
 import pytest
 
@@ -12,6 +15,13 @@ BASE = f"/opt/{APP}"
 FACT = "/etc/ansible/facts.d/asset_classes_api.fact"
 PORTS = {"blue": 8001, "green": 8002}
 PUBLISHED = {"app-debian12": 18643, "app-debian13": 18644}
+# The service's own Gunicorn configuration, which every release ships and runs.
+SERVICE_CONFIG = Path(os.environ["MOLECULE_PROJECT_DIRECTORY"]).parents[1] / "service" / "gunicorn_config.py"
+# Run a Gunicorn config file with exactly the environment of a process; print the named settings.
+EFFECTIVE = ('import json, os, runpy, sys; '
+             'env = dict(v.split("=", 1) for v in open(sys.argv[1]).read().split(chr(0)) if v); '
+             'os.environ.clear(); os.environ.update(env); cfg = runpy.run_path(sys.argv[2]); '
+             'print(json.dumps({k: cfg[k] for k in sys.argv[3:]}))')
 
 
 def state(host):
@@ -53,6 +63,40 @@ def test_gunicorn_runs_as_the_service_user_with_uvicorn_workers(host):
     workers = host.check_output(f"ps --ppid {pid} -o uid=,args=").splitlines()
     assert len(workers) == 2, workers  # app_gunicorn_workers in converge.yml
     assert all(line.split()[0] == uid for line in workers), workers
+
+
+def test_gunicorn_runs_the_services_own_config_driven_by_the_units_environment(host):
+    """One Gunicorn configuration: the live slot runs its release's gunicorn_config.py, byte for byte the
+    service's file, and the settings it reads from the unit's environment files are the role's."""
+    live = state(host)
+    slot = live["live_slot"]
+    config = f"{BASE}/slots/{slot}/gunicorn_config.py"
+    shipped = host.file(f"{BASE}/releases/{live['live_release']}/gunicorn_config.py")
+    assert shipped.sha256sum == hashlib.sha256(SERVICE_CONFIG.read_bytes()).hexdigest()
+    assert (shipped.user, shipped.group, shipped.mode) == ("root", APP, 0o640)
+    assert not host.file(f"{BASE}/shared/gunicorn.conf.py").exists  # the role renders none of its own
+    pid = host.check_output(f"systemctl show -p MainPID --value {APP}@{slot}.service")
+    cmdline = host.check_output(f"tr '\\0' ' ' < /proc/{pid}/cmdline")
+    assert f"--config {config} app.main:app" in cmdline, cmdline
+    environ = host.check_output(f"tr '\\0' '\\n' < /proc/{pid}/environ").splitlines()
+    assert f"PROMETHEUS_MULTIPROC_DIR=/run/{APP}/{slot}/metrics" in environ
+    names = ["bind", "workers", "worker_class", "timeout", "graceful_timeout", "keepalive", "max_requests",
+             "max_requests_jitter", "accesslog", "errorlog", "loglevel", "proc_name", "forwarded_allow_ips",
+             "access_log_format"]
+    # The settings the master read: the same file, run with the master's own environment.
+    cfg = json.loads(host.check_output(
+        f"{BASE}/slots/{slot}/venv/bin/python -B -c '{EFFECTIVE}' /proc/{pid}/environ {config} {' '.join(names)}"))
+    assert cfg == {
+        "bind": [f"127.0.0.1:{PORTS[slot]}"],
+        "workers": 2,  # app_gunicorn_workers in converge.yml
+        "worker_class": "app.core.worker.DrainingUvicornWorker",
+        "timeout": 60, "graceful_timeout": 30, "keepalive": 5, "max_requests": 1000, "max_requests_jitter": 50,
+        "accesslog": f"/var/log/{APP}/access.log", "errorlog": f"/var/log/{APP}/error.log", "loglevel": "info",
+        "proc_name": f"{APP}-{slot}", "forwarded_allow_ips": "127.0.0.1",
+        "access_log_format": '%(h)s %({x-request-id}o)s "%(r)s" %(s)s %(b)s %(M)sms "%(a)s" ' + slot,
+    }
+    # systemd waits the graceful timeout plus 10 s before it kills a stopping slot.
+    assert host.check_output(f"systemctl show -p TimeoutStopUSec --value {APP}@{slot}.service") == "40s"
 
 
 def test_env_file_and_app_tree_are_private_to_the_group(host):
@@ -133,7 +177,7 @@ def test_app_log_is_json_lines_and_gunicorn_logs_to_files(host):
     assert host.file("/var/log/asset-classes-api/error.log").exists
 
 
-def test_access_log_lines_follow_the_templates_access_log_format(host):
+def test_access_log_lines_follow_the_services_access_log_format_with_the_slot(host):
     """client, request id, request, status, bytes, duration in ms, user agent, slot: one line."""
     live = state(host)["live_slot"]
     host.check_output(
