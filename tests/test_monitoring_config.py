@@ -57,6 +57,13 @@ def test_every_group_becomes_its_job():
                                      ("10.0.1.2:8002", {"instance": "app-2", "slot": "green"})]
 
 
+def test_alerts_go_to_the_alertmanager_of_the_same_host():
+    config, _ = render(INVENTORY)
+    assert config["alerting"] == {"alertmanagers": [{"static_configs": [{"targets": ["127.0.0.1:9093"]}]}]}
+    config, _ = render(INVENTORY, monitoring_alertmanager_listen_address="0.0.0.0:19093")
+    assert config["alerting"]["alertmanagers"][0]["static_configs"][0]["targets"] == ["127.0.0.1:19093"]
+
+
 def test_the_api_job_is_the_guides_sample_through_nginx():
     config, text = render(INVENTORY)
     api = jobs(config)["api"]
