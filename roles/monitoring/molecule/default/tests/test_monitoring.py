@@ -1,8 +1,9 @@
 """Behaviour of the monitoring role: Prometheus on monitoring-debian12 (Debian 12, Prometheus 2.42)
 scrapes the node exporter of both hosts and the Redis exporter of monitoring-debian13 (Debian 13,
 Redis 8.0), with the scrape config generated from the inventory and the rules from files/rules;
-bad input fails before any host is touched; a candidate promtool refuses never replaces the live
-file, and Prometheus keeps running on the old one.
+an alert provoked for real reaches Alertmanager's webhook receiver (the sink of prepare.yml) and
+resolves; bad input fails before any host is touched; a candidate promtool or amtool refuses never
+replaces the live file, and the service keeps running on the old one.
 """
 
 from __future__ import annotations
@@ -23,6 +24,10 @@ REDIS = "monitoring-debian13"
 CONFIG = "/etc/prometheus/prometheus.yml"
 RULES = "/etc/prometheus/rules"
 API = "http://127.0.0.1:9090"
+ALERTMANAGER = "http://127.0.0.1:9093"
+AM_CONFIG = "/etc/prometheus/alertmanager.yml"
+SINK_LOG = "/var/lib/alert-sink/alerts.jsonl"
+SILENCE = "molecule silence"
 
 
 def get_host(name):
@@ -63,6 +68,26 @@ def active_targets(host):
     return {(t["labels"]["job"], t["labels"]["instance"]): t for t in found}
 
 
+def am_state(host):
+    """What must not move when an Alertmanager candidate is refused."""
+    return {
+        "config": host.file(AM_CONFIG).sha256sum,
+        "pid": host.check_output("systemctl show -p MainPID --value prometheus-alertmanager"),
+        "reload_ok": own_metric(host, "alertmanager_config_last_reload_successful", ALERTMANAGER),
+    }
+
+
+def role_silences(host):
+    """The active silences in Alertmanager with the scenario's comment."""
+    found = json.loads(fetch(host, ALERTMANAGER + "/api/v2/silences"))
+    return [s for s in found if s["comment"] == SILENCE and s["status"]["state"] == "active"]
+
+
+def notifications(host):
+    """What the webhook sink recorded: one Alertmanager webhook body per line."""
+    return [json.loads(line) for line in host.run(f"cat {SINK_LOG}").stdout.splitlines() if line]
+
+
 def wait_for(predicate, timeout=60, step=2):
     deadline = time.monotonic() + timeout
     while True:
@@ -82,9 +107,9 @@ def state(host):
     }
 
 
-def own_metric(host, name):
-    """A metric of Prometheus's own /metrics (it does not scrape itself here)."""
-    match = re.search(rf"^{name} (\S+)$", fetch(host, API + "/metrics"), re.M)
+def own_metric(host, name, base=API):
+    """A metric of Prometheus's (or Alertmanager's) own /metrics (Prometheus does not scrape itself here)."""
+    match = re.search(rf"^{name} (\S+)$", fetch(host, base + "/metrics"), re.M)
     assert match, name
     return match.group(1)
 
@@ -103,6 +128,53 @@ def test_every_inventory_target_is_listed_and_up(prometheus):
     # jobs whose groups have no host (app, api: no app or web host here) are left out
     assert {job for job, _ in targets} == {"node", "redis"}
     assert targets[("redis", REDIS)]["scrapeUrl"] == f"http://{REDIS}:9121/metrics"
+
+
+def test_a_target_down_goes_pending_then_firing_reaches_the_receiver_and_resolves(prometheus, redis):
+    """Stop monitoring-debian13's node exporter: TargetDown (for: 10s in this scenario) goes pending,
+    then firing, Alertmanager posts it to the webhook sink; after a restart the sink gets it resolved."""
+    managers = api(prometheus, "/api/v1/alertmanagers")["data"]["activeAlertmanagers"]
+    assert [m["url"] for m in managers] == [ALERTMANAGER + "/api/v2/alerts"]
+    config = prometheus.file(AM_CONFIG)
+    assert config.user == "root" and config.group == "prometheus" and config.mode == 0o640
+    assert prometheus.service("prometheus-alertmanager").is_enabled
+    rules = prometheus.file(f"{RULES}/asset.rules.yml").content_string
+    assert re.search(r"alert: TargetDown\n(.*\n)*?\s+for: 10s\n", rules)  # monitoring_alert_for
+    seen = len(notifications(prometheus))
+
+    def alert_state():
+        found = api(prometheus, "/api/v1/alerts")["data"]["alerts"]
+        return next((a["state"] for a in found if a["labels"]["alertname"] == "TargetDown"
+                     and a["labels"]["instance"] == REDIS and a["labels"]["job"] == "node"), None)
+
+    def sent(status):
+        return next((n for n in notifications(prometheus)[seen:] if n["status"] == status
+                     and any(a["labels"]["alertname"] == "TargetDown" and a["labels"]["instance"] == REDIS
+                             for a in n["alerts"])), None)
+
+    redis.check_output("systemctl stop prometheus-node-exporter")
+    try:
+        assert wait_for(lambda: alert_state() == "pending", timeout=30, step=0.5), alert_state()
+        assert wait_for(lambda: alert_state() == "firing", timeout=30, step=0.5), alert_state()
+        firing = wait_for(lambda: sent("firing"), timeout=30, step=0.5)
+        assert firing, notifications(prometheus)[seen:]
+        assert firing["receiver"] == "webhook"
+        assert firing["alerts"][0]["annotations"]["summary"] == f"node target {REDIS} is down"
+    finally:
+        redis.check_output("systemctl start prometheus-node-exporter")
+    resolved = wait_for(lambda: sent("resolved"), timeout=60, step=0.5)
+    assert resolved, notifications(prometheus)[seen:]
+    assert alert_state() is None
+    assert wait_for(lambda: all(t["health"] == "up" for t in active_targets(prometheus).values()))
+
+
+def test_the_silences_of_the_inventory_are_kept_once(prometheus):
+    """Created by the converge, not again by the idempotence run."""
+    silences = role_silences(prometheus)
+    assert len(silences) == 1, silences
+    assert {(m["name"], m["value"]) for m in silences[0]["matchers"]} == {
+        ("alertname", "DiskUsageHigh"), ("instance", REDIS)}
+    assert silences[0]["endsAt"].startswith("2099-01-01T00:00:00")
 
 
 def test_the_rules_from_files_rules_are_loaded(prometheus):
@@ -155,22 +227,33 @@ def test_prometheus_files_and_flags(prometheus):
 
 
 def test_an_accepted_change_is_reloaded_without_a_restart(prometheus, ansible_playbook):
-    """A new job (Prometheus itself) goes live by SIGHUP: same PID, a new successful reload; the next
-    run without it takes it away again."""
-    before = state(prometheus)
+    """A new job (Prometheus itself) and a new repeat_interval go live by SIGHUP: same PIDs, a new
+    successful reload of each; the silence no longer listed is expired. The next run without them
+    takes the job and the interval away again and creates the silence again."""
+    before, am_before = state(prometheus), am_state(prometheus)
     stamp = own_metric(prometheus, "prometheus_config_last_reload_success_timestamp_seconds")
+    am_stamp = own_metric(prometheus, "alertmanager_config_last_reload_success_timestamp_seconds", ALERTMANAGER)
+    assert len(role_silences(prometheus)) == 1
     own = [{"job_name": "prometheus", "static_configs": [{"targets": ["127.0.0.1:9090"]}]}]
-    run = ansible_playbook(extra_vars={"monitoring_extra_scrape_configs": own}, limit=PROMETHEUS)
+    run = ansible_playbook(extra_vars={"monitoring_extra_scrape_configs": own,
+                                      "monitoring_alertmanager_repeat_interval": "5h",
+                                      "monitoring_alertmanager_silences": []}, limit=PROMETHEUS)
     assert run.rc == 0, run.output[-3000:]
     assert run.recap()[PROMETHEUS]["changed"] >= 1
-    assert "restart | Restart Prometheus" not in run.output
-    after = state(prometheus)
+    assert "restart | Restart " not in run.output
+    after, am_after = state(prometheus), am_state(prometheus)
     assert after["pid"] == before["pid"] and after["config"] != before["config"]
     assert own_metric(prometheus, "prometheus_config_last_reload_success_timestamp_seconds") != stamp
+    assert am_after["pid"] == am_before["pid"] and am_after["config"] != am_before["config"]
+    assert "repeat_interval: 5h" in prometheus.file(AM_CONFIG).content_string
+    assert own_metric(prometheus, "alertmanager_config_last_reload_success_timestamp_seconds", ALERTMANAGER) != am_stamp
+    assert role_silences(prometheus) == []
     assert wait_for(lambda: ("prometheus", "127.0.0.1:9090") in active_targets(prometheus))
     run = ansible_playbook(limit=PROMETHEUS)
     assert run.rc == 0, run.output[-3000:]
     assert state(prometheus) == before
+    assert am_state(prometheus) == am_before
+    assert len(role_silences(prometheus)) == 1
     assert wait_for(lambda: ("prometheus", "127.0.0.1:9090") not in active_targets(prometheus))
 
 
@@ -208,3 +291,25 @@ def test_a_rule_file_promtool_refuses_never_replaces_the_live_ones(prometheus, a
     assert state(prometheus) == before
     names = {rule["name"] for group in api(prometheus, "/api/v1/rules")["data"]["groups"] for rule in group["rules"]}
     assert "TargetDown" in names and "Broken" not in names
+
+
+def test_an_unknown_receiver_type_fails_before_any_host_is_touched(prometheus, ansible_playbook):
+    before, am_before = state(prometheus), am_state(prometheus)
+    receivers = [{"name": "webhook", "type": "slack", "url": "https://hooks.example.com/x"}]
+    run = ansible_playbook(extra_vars={"monitoring_alertmanager_receivers": receivers}, limit=PROMETHEUS)
+    assert run.rc != 0
+    assert "value of type must be one of: webhook, got: slack" in run.output
+    assert "monitoring_alertmanager_receivers" in run.output
+    assert run.recap()[PROMETHEUS]["changed"] == 0
+    assert state(prometheus) == before and am_state(prometheus) == am_before
+
+
+def test_an_alertmanager_config_amtool_refuses_never_replaces_the_live_one(prometheus, ansible_playbook):
+    before, am_before = state(prometheus), am_state(prometheus)
+    run = ansible_playbook(extra_vars={"monitoring_alertmanager_routes": [{"receiver": "nowhere"}]}, limit=PROMETHEUS)
+    assert run.rc != 0
+    assert "failed to validate" in run.output
+    assert 'undefined receiver "nowhere" used in route' in run.output  # amtool's own message
+    assert state(prometheus) == before and am_state(prometheus) == am_before
+    assert "nowhere" not in prometheus.file(AM_CONFIG).content_string
+    fetch(prometheus, ALERTMANAGER + "/-/ready")  # still serving (urlopen raises on an error status)
