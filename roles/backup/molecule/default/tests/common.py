@@ -7,6 +7,7 @@ import tempfile
 from pathlib import Path
 
 import pyrage
+import testinfra
 
 DIR = "/backup/redis"
 PG_DIR = "/backup/postgresql"
@@ -69,3 +70,11 @@ def backup(host, prefix="", kind="redis"):
 
 def kept(host, kind="redis"):
     return sorted(host.check_output(f"ls -1 /backup/{kind}").split())
+
+
+def every_host(request):
+    """Every host of the scenario, by name: for work that one playbook run does on all of them at once
+    (module fixtures), while the tests that assert stay per host."""
+    inventory = request.config.option.ansible_inventory
+    hosts = testinfra.get_hosts(["all"], connection="ansible", ansible_inventory=inventory)
+    return {each.backend.get_hostname(): each for each in hosts}

@@ -22,6 +22,7 @@ from common import (
     SCRIPT,
     admin,
     backup,
+    every_host,
     identity,
     kept,
     psql,
@@ -255,11 +256,21 @@ def test_backups_are_readable_by_root_only(host, kind):
 
 # --- bad input ------------------------------------------------------------------------------------
 
-def test_a_private_key_as_recipient_is_refused_before_the_host_is_touched(host, ansible_playbook):
+@pytest.fixture(scope="module")
+def private_key_run(request, ansible_playbook):
+    """One converge of both hosts with the identity as recipient: preflight asserts on the variables,
+    before any task touches a host, so one run proves the refusal for both."""
+    hosts = every_host(request)
+    before = {name: each.file("/etc/asset-backup/recipients.txt").sha256sum for name, each in hosts.items()}
+    run = ansible_playbook(extra_vars={"backup_age_recipients": [secret("age_identity")]})
+    after = {name: each.file("/etc/asset-backup/recipients.txt").sha256sum for name, each in hosts.items()}
+    return run, before, after
+
+
+def test_a_private_key_as_recipient_is_refused_before_the_host_is_touched(host, private_key_run):
+    run, before, after = private_key_run
     name = host.backend.get_hostname()
-    before = host.file("/etc/asset-backup/recipients.txt").sha256sum
-    run = ansible_playbook(extra_vars={"backup_age_recipients": [secret("age_identity")]}, limit=name)
     assert run.rc != 0
     assert "never the AGE-SECRET-KEY identity" in run.output, run.output[-3000:]
     assert run.recap()[name]["changed"] == 0
-    assert host.file("/etc/asset-backup/recipients.txt").sha256sum == before
+    assert after[name] == before[name]
