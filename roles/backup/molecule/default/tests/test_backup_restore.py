@@ -274,6 +274,83 @@ def test_a_damaged_backup_is_refused_before_anything_stops(host, refused_drill):
     assert after["plain_gone"]
 
 
+# --- a restore that fails after the writers stopped -------------------------------------------------
+# The file passed verification, then the restore itself fails: `asset-backup restore` must leave the
+# old data in service (Redis) or untouched (PostgreSQL) and restore.yml must fail saying so, with the
+# writers left stopped and named. Each path runs on one host: it is the script's own shell, systemd
+# and pg_restore's transaction, the same code on both distros, and the drills above already restore
+# each distro's files; one restore.yml run each instead of two.
+
+POISON = "molecule:poison"
+DROP_IN = "/etc/systemd/system/redis-server.service.d/90-molecule-poison.conf"
+
+
+def writers_named(output):
+    return f"The writers stay stopped (restore.yml starts them only after every restore succeeded): {WRITER}" in output
+
+
+def test_redis_that_does_not_start_on_the_restored_file_serves_the_old_data_again(host, ansible_playbook,
+                                                                                   refused_drill):
+    """redis-check-rdb accepts the file, so Redis's refusal to load it is simulated: a systemd check,
+    run as root before redis-server, fails while the data file holds the key POISON."""
+    if host.backend.get_hostname() != "backup-debian13":
+        pytest.skip("one host suffices (see above); backup-debian13 runs it")
+    assert admin(host, "SET", POISON, "1") == (0, "OK")
+    assert backup(host, kind="redis").rc == 0
+    assert admin(host, "DEL", POISON) == (0, "1")
+    keys = redis_data(host)
+    check = f"[Service]\nExecStartPre=+/bin/sh -c '! grep -qa {POISON} /var/lib/redis/dump.rdb'\n"
+    assert host.run(f"printf {shlex.quote(check)} > {DROP_IN} && systemctl daemon-reload").rc == 0
+    try:
+        run = restore(ansible_playbook, host, backup_restore_kinds=["redis"])
+        writer = unit(host, WRITER, "ActiveState")["ActiveState"]
+    finally:
+        host.run(f"rm -f {DROP_IN} && systemctl daemon-reload; systemctl start {WRITER}")
+    assert run.rc != 0
+    output = words(run.output)
+    assert ("did not start on the restored file; the previous data file is back in place and Redis serves it"
+            in output), run.output[-4000:]
+    assert writers_named(output) and writer == "inactive"
+    assert host.service("redis-server").is_running
+    assert redis_data(host) == keys  # the data of before the restore, served again
+    assert host.run("find /var/lib/redis -name '*.restoring'").stdout.strip() == ""
+    assert plain_is_gone(host)
+    assert backup(host, kind="redis").rc == 0  # today's file without the key, for what follows
+
+
+def test_a_postgresql_restore_failing_inside_its_transaction_leaves_the_database_as_it_was(
+        host, ansible_playbook, refused_drill):
+    """The backup holds a table owned by a role that is gone when it is restored: pg_restore's
+    ALTER TABLE ... OWNER TO fails after its --clean dropped and created the dump's tables."""
+    if host.backend.get_hostname() != "backup-debian12":
+        pytest.skip("one host suffices (see above); backup-debian12 runs it")
+    assert psql(host, "CREATE ROLE molecule_gone; CREATE TABLE molecule_orphan (id int);"
+                      " ALTER TABLE molecule_orphan OWNER TO molecule_gone").rc == 0
+    assert backup(host, kind="postgresql").rc == 0
+    assert psql(host, "DROP TABLE molecule_orphan; DROP ROLE molecule_gone").rc == 0
+    # the live database differs from the backup: a row added since
+    assert psql(host, "SET ROLE asset_classes; INSERT INTO drill_rows VALUES (1002, 'since the backup', 0)").rc == 0
+    rows, started = psql(host, ROWS).stdout.strip(), postmaster_started(host)
+    try:
+        run = restore(ansible_playbook, host, backup_restore_kinds=["postgresql"])
+        writer = unit(host, WRITER, "ActiveState")["ActiveState"]
+    finally:
+        host.run(f"systemctl start {WRITER}")
+    assert run.rc != 0
+    output = words(run.output)
+    assert ("pg_restore into asset_classes failed; its transaction was rolled back, the database is unchanged"
+            in output), run.output[-4000:]
+    assert 'role "molecule_gone" does not exist' in output
+    assert writers_named(output) and writer == "inactive"
+    assert psql(host, ROWS).stdout.strip() == rows  # the row added since the backup is still there
+    assert table_owner(host, "drill_rows") == "asset_classes"
+    assert table_owner(host, "molecule_orphan") == ""  # nothing of the failed restore stayed
+    assert postmaster_started(host) == started
+    assert plain_is_gone(host)
+    assert psql(host, "DELETE FROM drill_rows WHERE id = 1002").rc == 0
+    assert backup(host, kind="postgresql").rc == 0  # today's file without the orphan, for what follows
+
+
 def test_restore_verifies_again_and_refuses_a_damaged_plain_file_by_hand(host):
     """`asset-backup restore` (what restore.yml runs once the writers are stopped) checks the file itself."""
     host.run("head -c 1000 /etc/services > /root/not-a-dump")
