@@ -1,9 +1,14 @@
 """Behaviour of the server baseline on a converged host."""
 
 import os
+import pathlib
+import re
 
 import pytest
 import testinfra
+import yaml
+
+ROLE_DEFAULTS = yaml.safe_load((pathlib.Path(__file__).parents[3] / "defaults" / "main.yml").read_text())
 
 
 def test_admin_user_can_sudo_without_password(host):
@@ -119,6 +124,30 @@ def test_journal_is_persistent(host):
     assert host.file("/var/log/journal").is_directory
     host.run("systemctl restart systemd-journald")
     assert host.run("journalctl --header | grep -q '/var/log/journal'").rc == 0
+
+
+def _bytes(size):
+    """journald's size notation (500M, 500.0M, 1.5G) in bytes."""
+    number, unit = re.fullmatch(r"([\d.]+)([KMGT]?)", size).groups()
+    return float(number) * 1024 ** " KMGT".index(unit or " ")
+
+
+def test_journald_applies_the_roles_retention(host):
+    """journald reads the role's drop-in and uses its values (the config it merges and its own report)."""
+    # Effective settings: the last [Journal] assignment of each key across all the files journald reads.
+    effective = {}
+    for line in host.check_output("systemd-analyze cat-config systemd/journald.conf").splitlines():
+        key, sep, value = line.partition("=")
+        if sep and not line.startswith("#"):
+            effective[key.strip()] = value.strip()
+    assert effective["SystemMaxUse"] == ROLE_DEFAULTS["server_journald_system_max_use"]
+    assert effective["MaxRetentionSec"] == ROLE_DEFAULTS["server_journald_max_retention"]
+    # The running journald reports the disk cap it enforces when it opens the system journal.
+    host.run("systemctl restart systemd-journald")
+    usage = host.check_output("journalctl -o cat MESSAGE_ID=ec387f577b844b8fa948f33cad9a75e6")
+    report = [line for line in usage.splitlines() if line.startswith("System Journal")][-1]
+    enforced = re.search(r", max ([\d.]+[KMGT]?),", report).group(1)
+    assert _bytes(enforced) == _bytes(ROLE_DEFAULTS["server_journald_system_max_use"]), report
 
 
 @pytest.mark.parametrize("path", ["/etc/sysctl.d/60-server.conf", "/etc/security/limits.d/60-server.conf"])
