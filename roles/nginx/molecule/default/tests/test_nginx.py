@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import testinfra
+import yaml
 
 HOSTS = {  # instance -> (published HTTPS port, published HTTP port)
     "nginx-debian12": (18443, 18080),
@@ -22,6 +23,7 @@ HOSTS = {  # instance -> (published HTTPS port, published HTTP port)
 }
 CA_ON_HOST = "/usr/local/share/ca-certificates/server-asset-classes-ca.crt"  # the tls role's tls_ca_certificate_path
 EPHEMERAL = Path(os.environ["MOLECULE_EPHEMERAL_DIRECTORY"])
+ROLE_DEFAULTS = yaml.safe_load((Path(__file__).parents[3] / "defaults" / "main.yml").read_text())
 SSLYZE = os.environ.get("SSLYZE") or shutil.which("sslyze") or "sslyze"  # from the toolkit venv
 
 
@@ -308,6 +310,49 @@ def test_access_log_is_json_with_request_id_and_upstream_timing(name, ca_file):
     assert float(entry["request_time"]) >= 0
     assert entry["tls_protocol"] in ("TLSv1.2", "TLSv1.3")
     assert all(e["uri"] != "/health" for e in entries), "/health is not logged"
+
+
+@pytest.mark.parametrize("name", HOSTS)
+def test_logrotate_file_is_the_roles(name):
+    host = _host(name)
+    rules = host.file("/etc/logrotate.d/nginx").content_string
+    lines = [line.strip() for line in rules.splitlines() if line.strip() and not line.strip().startswith("#")]
+    assert lines[0] == "/var/log/nginx/*.log {"
+    assert ROLE_DEFAULTS["nginx_logrotate_frequency"] in lines
+    assert f"rotate {ROLE_DEFAULTS['nginx_logrotate_rotate']}" in lines
+    assert {"compress", "delaycompress", "missingok", "sharedscripts", "create 0640 www-data adm"} <= set(lines)
+    assert host.run("logrotate -d /etc/logrotate.d/nginx").rc == 0
+
+
+def _lines_with(host, path: str, needle: str) -> int:
+    return int(host.run(f"grep -c -F -- {needle} {path} || true").stdout.strip() or 0)
+
+
+def test_forced_rotation_reopens_the_log_and_changes_nothing_the_role_manages(ansible_playbook, ca_file):
+    """logrotate -f rotates access.log; the postrotate signal makes nginx write the next request to the fresh file."""
+    for name in HOSTS:
+        host = _host(name)
+        before = f"before-rotate-{uuid.uuid4().hex}"
+        assert curl(name, "/api/v1/rotate", "-H", f"X-Request-ID: {before}", ca=ca_file).status == 200
+        old_inode = host.file("/var/log/nginx/access.log").inode
+        result = host.run("logrotate -f /etc/logrotate.d/nginx")
+        assert result.rc == 0, result.stderr
+        fresh = host.file("/var/log/nginx/access.log")
+        assert fresh.inode != old_inode and (fresh.user, fresh.group, fresh.mode) == ("www-data", "adm", 0o640)
+        after = f"after-rotate-{uuid.uuid4().hex}"
+        assert curl(name, "/api/v1/rotate", "-H", f"X-Request-ID: {after}", ca=ca_file).status == 200
+        for _ in range(20):  # the master reopens on USR1, then each worker does
+            if _lines_with(host, "/var/log/nginx/access.log", after):
+                break
+            time.sleep(0.25)
+        assert _lines_with(host, "/var/log/nginx/access.log", after) == 1, (
+            "the request after rotation is in the new file"
+        )
+        assert _lines_with(host, "/var/log/nginx/access.log.1", after) == 0
+        assert _lines_with(host, "/var/log/nginx/access.log.1", before) == 1, "delaycompress: the last one stays plain"
+    run = ansible_playbook()
+    assert run.rc == 0, run.output
+    assert all(counts["changed"] == 0 for counts in run.recap().values()), run.recap()
 
 
 def test_session_tickets_off_only_before_nginx_1_23_2_and_no_stapling_without_ocsp():
