@@ -184,3 +184,17 @@ def test_certificate_close_to_expiry_is_renewed_by_the_same_ca(ansible_playbook)
     again = ansible_playbook(limit="self_signed")
     assert again.rc == 0
     assert all(counts["changed"] == 0 for counts in again.recap().values()), "a fresh certificate is not renewed"
+
+
+def test_check_mode_with_no_internal_ca_yet_reports_it_and_writes_nothing(ansible_playbook, tmp_path):
+    """A new environment's first --check: no CA on the controller yet. The run says the CA (and so the
+    certificate) would be made, fails nowhere, and neither the CA directory nor a host changes."""
+    hosts = [_host(name) for name in SELF_SIGNED]
+    before = [_sums(h, CERT, KEY, CA) for h in hosts]
+    new_ca = tmp_path / "new-environment" / ".tls-ca"
+    run = ansible_playbook(extra_vars={"tls_ca_directory": str(new_ca)}, check=True, limit="self_signed")
+    assert run.rc == 0, run.output[-3000:]
+    assert "does not exist: a real run creates the CA" in run.output
+    assert all(counts["changed"] > 0 for counts in run.recap().values()), run.recap()
+    assert not new_ca.exists()
+    assert [_sums(h, CERT, KEY, CA) for h in hosts] == before
