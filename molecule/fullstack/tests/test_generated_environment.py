@@ -18,8 +18,8 @@ import sys
 from pathlib import Path
 
 import pytest
-import yaml
 import testinfra
+import yaml
 from testbed_plugin import PlaybookRun
 
 ROOT = Path(os.environ["MOLECULE_PROJECT_DIRECTORY"])
@@ -96,5 +96,6 @@ def test_the_check_reports_the_generated_secrets_as_changes(check_run):
 def test_the_check_changed_nothing_on_any_host(check_run):
     assert check_run.rc == 0, check_run.output[-3000:]
     for name in HOSTS:
-        touched = node(name).check_output(f"find {WRITTEN} -xdev -newer {MARKER} -not -type d -print 2>/dev/null || true")
+        find = f"find {WRITTEN} -xdev -newer {MARKER} -not -type d -print 2>/dev/null || true"
+        touched = node(name).check_output(find)
         assert touched.strip() == "", f"{name}: the check wrote {touched}"
