@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import testinfra
 
 RECAP_LINE = re.compile(r"^(?P<host>\S+)\s+:\s+ok=(?P<ok>\d+)\s+changed=(?P<changed>\d+)\s+"
                         r"unreachable=(?P<unreachable>\d+)\s+failed=(?P<failed>\d+)")
@@ -57,6 +58,11 @@ def _run(playbook: Path, extra_vars: dict[str, Any] | None, check: bool,
     env = dict(os.environ, ANSIBLE_NOCOLOR="1", ANSIBLE_FORCE_COLOR="0")
     proc = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
     return PlaybookRun(rc=proc.returncode, output=proc.stdout + proc.stderr)
+
+
+def scenario_host(name: str):
+    """A Testinfra host of the scenario by its instance name (multi-host tests pick hosts by name)."""
+    return testinfra.get_host(f"ansible://{name}?ansible_inventory={os.environ['MOLECULE_INVENTORY_FILE']}")
 
 
 @pytest.fixture(scope="session")

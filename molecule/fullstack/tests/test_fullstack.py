@@ -16,7 +16,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-import testinfra
+from testbed_plugin import scenario_host as node
 
 EPHEMERAL = Path(os.environ["MOLECULE_EPHEMERAL_DIRECTORY"])
 BASE_URL = "https://127.0.0.1:18843"
@@ -24,10 +24,6 @@ FACT = "/etc/ansible/facts.d/asset_classes_api.fact"
 SLOT_PORTS = {"blue": 8001, "green": 8002}
 APP_HOSTS = ("fullstack-app1", "fullstack-app2")
 MIGRATIONS = Path(os.environ["MOLECULE_PROJECT_DIRECTORY"]) / "service" / "app" / "migrations" / "versions"
-
-
-def node(name):
-    return testinfra.get_host(f"ansible://{name}?ansible_inventory={os.environ['MOLECULE_INVENTORY_FILE']}")
 
 
 def tls_context():

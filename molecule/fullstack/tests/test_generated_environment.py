@@ -18,9 +18,9 @@ import sys
 from pathlib import Path
 
 import pytest
-import testinfra
 import yaml
 from testbed_plugin import PlaybookRun
+from testbed_plugin import scenario_host as node
 
 ROOT = Path(os.environ["MOLECULE_PROJECT_DIRECTORY"])
 HOSTS = ("fullstack-web", "fullstack-app1", "fullstack-app2", "fullstack-data")
@@ -29,10 +29,6 @@ WRITTEN = "/etc /opt/asset-classes-api /usr/local"
 MARKER = "/tmp/.before-generated-check"
 # The fullstack's admin (a public key with no private half anywhere), so the check sees the same user.
 ADMIN_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBpRmEBq3HF1JgLnxw1ewpO1pH4XQMKPZrHXwhKzm8o5 molecule@testbed"
-
-
-def node(name):
-    return testinfra.get_host(f"ansible://{name}?ansible_inventory={os.environ['MOLECULE_INVENTORY_FILE']}")
 
 
 def operator_env() -> dict[str, str]:
