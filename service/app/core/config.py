@@ -11,6 +11,7 @@ import json
 import re
 from functools import lru_cache
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -157,8 +158,16 @@ class Settings(BaseSettings):
     def _check_otlp_endpoint(cls, value: str | None) -> str | None:
         if not value:
             return None
-        if not value.startswith(("http://", "https://")):
-            raise ValueError("must be an http:// or https:// URL (OTLP over HTTP)")
+        try:
+            parts = urlsplit(value)
+            parts.port  # noqa: B018 (raises on a port that is not a number in range)
+        except ValueError:
+            parts = None
+        if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(
+                "must be an http:// or https:// URL with a host (OTLP over HTTP), "
+                "e.g. http://127.0.0.1:4318/v1/traces"
+            )
         return value
 
     @model_validator(mode="after")

@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import gc
 import http.server
+import json
+import os
+import subprocess
 import sys
 import threading
 from collections.abc import Iterator
@@ -17,12 +20,12 @@ from fastapi.testclient import TestClient
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from opentelemetry.trace import SpanKind
+from opentelemetry.trace import ProxyTracerProvider, SpanKind, get_tracer_provider
 
 from app.core.config import SettingsError, load_settings
 from app.core.security import create_token
 from app.main import create_app
-from tests.conftest import POOL, SECRET, MakeSettings, free_port
+from tests.conftest import POOL, SECRET, MakeSettings, RedisServer, free_port
 
 TRACE_ID = 0x4BF92F3577B34DA6A3CE929D0E0E4736
 PARENT_ID = 0x00F067AA0BA902B7
@@ -60,6 +63,16 @@ def in_trace(spans: tuple[ReadableSpan, ...], trace_id: int) -> list[ReadableSpa
     return [s for s in spans if s.context is not None and s.context.trace_id == trace_id]
 
 
+def middleware_chain(app: Any) -> list[str]:
+    """Module:class of each layer of a started app's middleware stack, outermost first."""
+    layers, layer = [], app.middleware_stack
+    assert layer is not None, "the app has not served anything yet"
+    while layer is not None and layer is not app.router:
+        layers.append(f"{type(layer).__module__}:{type(layer).__qualname__}")
+        layer = getattr(layer, "app", None)
+    return layers
+
+
 def descends_from(span: ReadableSpan, root: ReadableSpan, spans: list[ReadableSpan]) -> bool:
     by_id = {s.context.span_id: s for s in spans if s.context is not None}
     parent = span.parent
@@ -82,6 +95,11 @@ def test_a_request_is_a_root_span_with_database_and_redis_children_in_the_caller
             headers={"traceparent": TRACEPARENT, "X-Request-ID": "req-0123456789"},
         )
         assert resp.status_code == 200
+        chain = middleware_chain(client.app)
+    # Outermost but for Starlette's ServerErrorMiddleware (the instrumentation re-wraps it).
+    assert chain[1] == "opentelemetry.instrumentation.asgi:OpenTelemetryMiddleware", chain
+    # The service's provider is its own: the process-wide one stays the API's no-op proxy.
+    assert isinstance(get_tracer_provider(), ProxyTracerProvider)
     spans = in_trace(exporter.get_finished_spans(), TRACE_ID)
     (root,) = [s for s in spans if s.kind is SpanKind.SERVER]
     assert root.parent is not None
@@ -211,10 +229,14 @@ def test_with_tracing_off_no_opentelemetry_code_runs_on_a_request(
                 assert resp.status_code == 200
             assert client.get("/api/v1/asset-classes").status_code == 200
             recording.clear()
+            chain = middleware_chain(app)
     finally:
         sys.setprofile(None)
         threading.setprofile(None)  # type: ignore[arg-type]
         gc.enable()
+    assert "app.core.middleware:RequestContextMiddleware" in chain  # the walk saw the stack
+    assert not [m for m in chain if m.startswith("opentelemetry")], chain
+    assert isinstance(get_tracer_provider(), ProxyTracerProvider)  # untouched
     modules = {m.split(":")[0] for m in seen}
     assert "app.api.routes.asset_pools" in modules  # the profiler did see the requests
     assert "app.services.cashflow" in modules
@@ -224,14 +246,74 @@ def test_with_tracing_off_no_opentelemetry_code_runs_on_a_request(
     assert {m for m in seen if m.startswith("opentelemetry")} <= FASTAPI_CONTEXT_LOOKUP
 
 
+OFF_IN_A_FRESH_INTERPRETER = """
+import json, sys
+from fastapi.testclient import TestClient
+from app.main import create_app
+with TestClient(create_app()) as client:
+    resp = client.get("/api/v1/asset-classes/CRE")
+    assert resp.status_code == 200, resp.text
+    assert "X-RateLimit-Remaining" in resp.headers  # the rate limiter's Redis call ran
+    checks = client.get("/health").json()["checks"]
+    assert checks["redis"]["status"] == checks["database"]["status"] == "ok", checks
+print(json.dumps(sorted(m for m in sys.modules if m.startswith("opentelemetry"))))
+"""
+
+
+def test_with_tracing_off_no_sdk_or_instrumentation_is_even_imported(
+    database_url: str, redis_server: RedisServer, tmp_path: Any
+) -> None:
+    """A fresh worker with the default settings (rate limiting on) serves requests that read
+    Redis and the database without importing the trace SDK, an instrumentation or an exporter."""
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "ENABLE_", "TRACING_"))
+    }
+    env |= {
+        "ENVIRONMENT": "test",
+        "SECRET_KEY": SECRET,
+        "DATABASE_URL": database_url,
+        "REDIS_PORT": str(redis_server.port),
+        "LOG_LEVEL": "WARNING",
+    }
+    out = subprocess.run(
+        [sys.executable, "-c", OFF_IN_A_FRESH_INTERPRETER],
+        cwd=tmp_path,  # no .env
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    ).stdout
+    imported = json.loads(out.splitlines()[-1])
+    assert "opentelemetry.context" in imported  # FastAPI's telemetry lookup (README)
+    # redis-py 8 imports opentelemetry.sdk.metrics itself when the SDK is installed
+    # (redis/observability/providers.py); the trace SDK is another matter.
+    tracing_modules = (
+        "opentelemetry.sdk.trace",
+        "opentelemetry.instrumentation",
+        "opentelemetry.exporter",
+    )
+    assert not [m for m in imported if m.startswith(tracing_modules)], imported
+
+
 @pytest.mark.parametrize(
     ("overrides", "says"),
     [
         ({"enable_tracing": True}, "ENABLE_TRACING needs TRACING_OTLP_ENDPOINT"),
         ({"tracing_otlp_endpoint": "collector:4318"}, "TRACING_OTLP_ENDPOINT: must be an http"),
-        ({"tracing_sample_rate": 1.5}, "TRACING_SAMPLE_RATE"),
+        ({"tracing_otlp_endpoint": "http:///v1/traces"}, "TRACING_OTLP_ENDPOINT: must be an http"),
+        ({"tracing_otlp_endpoint": "http://c:99999/v1"}, "TRACING_OTLP_ENDPOINT: must be an http"),
+        (
+            {"tracing_sample_rate": 1.5},
+            "TRACING_SAMPLE_RATE: Input should be less than or equal to 1",
+        ),
+        (
+            {"tracing_sample_rate": -0.1},
+            "TRACING_SAMPLE_RATE: Input should be greater than or equal to 0",
+        ),
+        ({"tracing_service_name": ""}, "TRACING_SERVICE_NAME"),
     ],
 )
 def test_bad_tracing_settings_stop_start_up(overrides: dict[str, Any], says: str) -> None:
-    with pytest.raises(SettingsError, match=says):
+    with pytest.raises(SettingsError, match=f"^Invalid configuration: {says}"):
         load_settings(_env_file=None, environment="test", secret_key=SECRET, **overrides)
