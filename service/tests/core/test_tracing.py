@@ -125,11 +125,13 @@ def test_sample_rate_decides_for_new_traces(
     assert exporter.get_finished_spans() == ()
     kept = InMemorySpanExporter()  # a provider's shutdown stops its exporter
     with traced_client(make_settings, kept, tracing_sample_rate=1.0) as client:
-        assert client.get("/api/v1/asset-classes").status_code == 200
+        resp = client.get("/api/v1/asset-classes")  # no X-Request-ID: the service makes one
+        assert resp.status_code == 200
     (root,) = [s for s in kept.get_finished_spans() if s.kind is SpanKind.SERVER]
     assert root.parent is None  # a new trace
     assert root.attributes is not None
     assert root.attributes["http.route"] == "/api/v1/asset-classes"
+    assert root.attributes["app.request_id"] == resp.headers["X-Request-ID"]
 
 
 def test_probes_and_scrapes_are_not_traced(
