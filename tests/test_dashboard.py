@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import ast
 import importlib.util
+import re
 import subprocess
 from pathlib import Path
 
@@ -127,3 +128,27 @@ def test_every_metric_name_is_exposed_by_the_service_or_an_exporter() -> None:
     # the guide's four subjects each have their metrics on the dashboard
     assert {"http_request_duration_seconds_bucket", "http_requests_total", "app_errors_total",
             "cache_hits_total", "cache_misses_total", "node_cpu_seconds_total", "redis_memory_used_bytes"} <= used
+
+
+# The panels that draw an alert's threshold as a line, and the alert (roles/monitoring/files/rules/).
+THRESHOLD_LINES = {
+    "Error share of requests by app host (5xx, 4xx)": "ApiErrorRateHigh",
+    "Response time p50 / p95 by route": "ApiLatencyP95High",
+    "Response time p95 by app host": "ApiLatencyP95High",
+    "Cache hit ratio by cache": "CacheHitRatioLow",
+    "Disk used by mount point": "DiskUsageHigh",
+    "API through nginx: up and availability (1 h)": "ApiAvailabilityLow",
+}
+
+
+def test_threshold_lines_are_the_alert_thresholds() -> None:
+    rules_file = ROOT / "roles" / "monitoring" / "files" / "rules" / "asset.rules.yml"
+    alerts = {rule["alert"]: rule["expr"] for group in yaml.safe_load(rules_file.read_text())["groups"]
+              for rule in group["rules"]}
+    by_title = {panel["title"]: panel for panel in dashboard.panels(dashboard.load(DASHBOARD))}
+    for title, alert in THRESHOLD_LINES.items():
+        threshold = float(re.search(r"[<>]=?\s*([0-9.]+)\s*$", alerts[alert]).group(1))
+        defaults = by_title[title]["fieldConfig"]["defaults"]
+        steps = [step["value"] for step in defaults["thresholds"]["steps"] if step["value"] is not None]
+        assert steps == [threshold], f"{title}: line at {steps}, {alert} fires at {threshold}"
+        assert defaults["custom"]["thresholdsStyle"]["mode"] == "line", title
