@@ -5,6 +5,7 @@ templates/environment/, or update one that an older template made. See templates
   .venv/bin/python scripts/new_environment.py create NAME --domain DOMAIN \\
       --web HOSTS --app HOSTS --redis HOSTS --db HOSTS --monitoring HOSTS [--backup HOSTS] \\
       [--tls-mode self_signed|provided|acme] [--admin NAME=PUBKEY_FILE ...] [--network CIDR] \\
+      [--alert-webhook-url URL] \\
       --vault-password-file FILE
   .venv/bin/python scripts/new_environment.py update NAME [--app HOSTS ...] --vault-password-file FILE
 
@@ -48,6 +49,7 @@ HOSTNAME = re.compile(rf"^{LABEL}(?:\.{LABEL})*$")
 ADMIN = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
 SSH_PUBLIC_KEY = re.compile(r"^(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp\d+|sk-\S+) [A-Za-z0-9+/=]+( [^\n]*)?$")
 EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+WEBHOOK_URL = re.compile(r"^https?://[^\s/]+\S*$")
 ANSWERS_FILE = ".copier-answers.yml"
 VAULT_FILE = Path("group_vars/all/vault.yml")
 PASSWORD_ALPHABET = string.ascii_letters + string.digits  # safe in URLs, redis.conf and htpasswd
@@ -127,6 +129,10 @@ def validate(answers: dict[str, Any]) -> None:
         errors.append(f"tls mode {answers.get('tls_mode')!r}: one of {', '.join(TLS_MODES)}")
     if answers.get("tls_mode") == "acme" and not EMAIL.match(answers.get("acme_email") or ""):
         errors.append("acme mode needs --acme-email, the ACME account's contact address")
+    webhook = answers.get("alert_webhook_url") or ""
+    if webhook and not WEBHOOK_URL.match(webhook):
+        errors.append(f"alert webhook url {webhook!r}: an http(s) URL where Alertmanager posts alerts "
+                      "(e.g. https://hooks.example.com/alerts)")
     network = answers.get("network") or ""
     if network:
         try:
@@ -234,6 +240,7 @@ def create(args: argparse.Namespace) -> int:
         "domain": args.domain or "",
         "tls_mode": args.tls_mode or "self_signed",
         "acme_email": args.acme_email or "",
+        "alert_webhook_url": args.alert_webhook_url or "",
         "service_environment": args.service_environment or "production",
         "network": args.network or "",
         "tiers": {tier: parse_hosts(getattr(args, tier)) for tier in TIERS if getattr(args, tier)},
@@ -273,6 +280,9 @@ def create(args: argparse.Namespace) -> int:
         print("tls_mode acme: set tls_acme_accept_terms in group_vars/web/tls.yml once you accept the CA's terms.")
     if not answers["admins"]:
         print("No --admin given: add one to group_vars/all/server.yml before the first run.")
+    if not answers["alert_webhook_url"]:
+        print("No --alert-webhook-url given: set monitoring_alertmanager_webhook_url in "
+              "group_vars/monitoring/monitoring.yml before the first run (the monitoring tier refuses to start without it).")
     print(f"Deploy: ansible-playbook -i {display(destination)} playbooks/site.yml --vault-password-file FILE")
     return 0
 
@@ -287,7 +297,7 @@ def update(args: argparse.Namespace) -> int:
     for tier in TIERS:
         if getattr(args, tier) is not None:
             changes.setdefault("tiers", dict(answers.get("tiers") or {}))[tier] = parse_hosts(getattr(args, tier))
-    for key in ("domain", "tls_mode", "network", "acme_email", "service_environment"):
+    for key in ("domain", "tls_mode", "network", "acme_email", "alert_webhook_url", "service_environment"):
         if getattr(args, key) is not None:
             changes[key] = getattr(args, key)
     validate({**answers, **changes})
@@ -329,6 +339,7 @@ def main(argv: list[str] | None = None) -> int:
         sub.add_argument("--domain", help="DNS name of the site")
         sub.add_argument("--tls-mode", choices=TLS_MODES, help="default self_signed")
         sub.add_argument("--acme-email", help="contact of the ACME account (acme mode)")
+        sub.add_argument("--alert-webhook-url", help="http(s) URL where Alertmanager posts alerts (its webhook receiver)")
         sub.add_argument("--network", help="private network (CIDR) of the hosts, when web hosts have no address")
         sub.add_argument("--service-environment", choices=["staging", "production"],
                          help="ENVIRONMENT of the service (default production)")

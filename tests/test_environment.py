@@ -111,7 +111,8 @@ def made(tmp_path_factory, password_file, admin_key):
     into = tmp_path_factory.mktemp("inventories")
     command = [sys.executable, str(ROOT / "scripts" / "new_environment.py"), "create", "shop",
                "--into", str(into), "--domain", "shop.example.com", *tier_args(),
-               "--admin", f"alice={admin_key}", "--vault-password-file", str(password_file)]
+               "--admin", f"alice={admin_key}", "--alert-webhook-url", "https://hooks.example.com/alerts",
+               "--vault-password-file", str(password_file)]
     proc = subprocess.run(command, capture_output=True, text=True, check=False)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return into / "shop", command, proc.stdout + proc.stderr
@@ -129,6 +130,7 @@ def test_the_inventory_lists_every_group_and_host(made, password_file):
     for tier, hosts in HOSTS.items():
         assert sorted(listed[tier]["hosts"]) == sorted(hosts), tier
     assert listed["_meta"]["hostvars"]["app-2"]["ansible_host"] == "192.0.2.22"
+    assert listed["_meta"]["hostvars"]["mon-1"]["monitoring_alertmanager_webhook_url"] == "https://hooks.example.com/alerts"
     assert "unable to parse" not in result.stderr.lower(), result.stderr
 
 
@@ -183,6 +185,7 @@ def test_a_second_run_fails_and_changes_nothing(made):
     ({"app": "app-1=192.0.2.300"}, "address '192.0.2.300' is not an IP address"),
     ({"web": "web-1"}, "give every web host its address"),
     ({"tls-mode": "acme"}, "acme mode needs --acme-email"),
+    ({"alert-webhook-url": "hooks.example.com/alerts"}, "alert webhook url 'hooks.example.com/alerts': an http(s) URL"),
     ({"name": "../x", "app": ""}, "(it names the directory inventories/<name>); app: at least one host is needed"),
 ])
 def test_bad_input_fails_with_a_clear_message_and_writes_nothing(tmp_path, template, password_file, change, message):

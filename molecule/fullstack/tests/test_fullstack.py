@@ -1,6 +1,7 @@
-"""The whole site across hosts: web (nginx, TLS) -> two app hosts (blue/green Gunicorn) -> Redis and
-PostgreSQL (the postgresql role, TLS on) on a data host; the deploy migrated that database; tiers reach
-only the ports they need; a deploy under load loses no request."""
+"""The whole site across hosts: web (nginx, TLS; Prometheus) -> two app hosts (blue/green Gunicorn) ->
+Redis and PostgreSQL (the postgresql role, TLS on) on a data host; the deploy migrated that database,
+once per deploy; tiers reach only the ports they need; Prometheus scrapes every tier from the inventory;
+a deploy under load loses no request."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ BASE_URL = "https://127.0.0.1:18843"
 FACT = "/etc/ansible/facts.d/asset_classes_api.fact"
 SLOT_PORTS = {"blue": 8001, "green": 8002}
 APP_HOSTS = ("fullstack-app1", "fullstack-app2")
+ALL_HOSTS = ("fullstack-web", *APP_HOSTS, "fullstack-data")
 MIGRATIONS = Path(os.environ["MOLECULE_PROJECT_DIRECTORY"]) / "service" / "app" / "migrations" / "versions"
 
 
@@ -165,6 +167,45 @@ def test_internal_ports_are_open_only_to_the_tiers_that_need_them():
     assert not can_connect(data, app1_ip, live_port), "the data host must not reach gunicorn"
 
 
+def prometheus_targets():
+    """Prometheus's active targets (it runs on the web host, the monitoring group): (job, instance, slot) -> health."""
+    script = ("import sys, urllib.request; sys.stdout.write(urllib.request.urlopen("
+              "'http://127.0.0.1:9090/api/v1/targets', timeout=10).read().decode())")
+    found = json.loads(node("fullstack-web").check_output(f"python3 -c {shlex.quote(script)}"))
+    return {(t["labels"]["job"], t["labels"]["instance"], t["labels"].get("slot")): t["health"]
+            for t in found["data"]["activeTargets"]}
+
+
+def test_prometheus_scrapes_every_tier_from_the_inventory():
+    """site.yml's monitoring tier: every host's node exporter, the Redis exporter, each app host's live
+    Gunicorn slot directly and the API through nginx (https, basic auth, the scenario's CA) are up;
+    the idle slots are listed and down; any other job the inventory makes (exporters) is up too."""
+    live = {name: live_slot(name)["live_slot"] for name in APP_HOSTS}
+    must_be_up = ({("node", name, None) for name in ALL_HOSTS} | {("redis", "fullstack-data", None)}
+                  | {("api", "fullstack-web:443", None)} | {("app", name, live[name]) for name in APP_HOSTS})
+    idle = {("app", name, slot) for name in APP_HOSTS for slot in SLOT_PORTS if slot != live[name]}
+    deadline = time.monotonic() + 60
+    while True:
+        targets = prometheus_targets()
+        up = {key for key, health in targets.items() if health == "up"}
+        if up >= must_be_up and up == set(targets) - idle or time.monotonic() > deadline:
+            break
+        time.sleep(2)
+    assert must_be_up <= up, f"not up: {sorted(must_be_up - up)}; targets: {targets}"
+    assert set(targets) - idle == up, f"down: {sorted(set(targets) - idle - up)}"
+    assert idle <= set(targets) and not idle & up, f"idle slots: {[(key, targets.get(key)) for key in idle]}"
+
+
+def task_results(output, task):
+    """(status, host) of every run of the task named `task` in an ansible-playbook output, all batches."""
+    results = []
+    for section in output.split("TASK [")[1:]:
+        title, _, body = section.partition("]")
+        if task in title:
+            results += re.findall(r"^(ok|changed|skipping|failed|fatal): \[([^\]]+)\]", body, re.M)
+    return results
+
+
 class Load:
     """Requests /health through nginx from a few threads until stopped; counts what was not a 200."""
 
@@ -211,6 +252,9 @@ def test_rolling_deploy_then_rollback_under_load_fail_no_request(ansible_playboo
     assert load.ok > 50, f"too few requests to prove anything: {load.ok}"
     assert not load.failed, f"{len(load.failed)} failed requests during the deploy: {load.failed[:5]}"
     assert {before, release} >= load.releases - {None}
+    # One host per batch (deploy_serial 1): migrations run in the first batch only, not once per batch.
+    migrations = task_results(deploy.output, "switch | Database migrations")
+    assert migrations == [("changed", "fullstack-app1"), ("skipping", "fullstack-app2")], migrations
 
     with Load() as load:
         rollback = ansible_playbook(playbook="../../playbooks/rollback.yml")

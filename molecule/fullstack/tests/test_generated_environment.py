@@ -50,6 +50,7 @@ def generated(tmp_path_factory):
          "--domain", "fullstack.test", "--web", "fullstack-web", "--app", "fullstack-app1,fullstack-app2",
          "--redis", "fullstack-data", "--db", "fullstack-data", "--monitoring", "fullstack-web",
          "--network", "172.16.0.0/12", "--admin", f"opsadmin={key_file}",
+         "--alert-webhook-url", "http://127.0.0.1:9099/alerts",
          "--vault-password-file", str(password_file)],
         capture_output=True, text=True, check=False, env=operator_env())
     assert create.returncode == 0, create.stdout + create.stderr
