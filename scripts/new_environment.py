@@ -281,8 +281,8 @@ def create(args: argparse.Namespace) -> int:
     if not answers["admins"]:
         print("No --admin given: add one to group_vars/all/server.yml before the first run.")
     if not answers["alert_webhook_url"]:
-        print("No --alert-webhook-url given: set monitoring_alertmanager_webhook_url in "
-              "group_vars/monitoring/monitoring.yml before the first run (the monitoring tier refuses to start without it).")
+        print("No --alert-webhook-url given: set monitoring_alertmanager_webhook_url in group_vars/monitoring/"
+              "monitoring.yml before the first run (the monitoring tier refuses to start without it).")
     print(f"Deploy: ansible-playbook -i {display(destination)} playbooks/site.yml --vault-password-file FILE")
     return 0
 
@@ -339,7 +339,7 @@ def main(argv: list[str] | None = None) -> int:
         sub.add_argument("--domain", help="DNS name of the site")
         sub.add_argument("--tls-mode", choices=TLS_MODES, help="default self_signed")
         sub.add_argument("--acme-email", help="contact of the ACME account (acme mode)")
-        sub.add_argument("--alert-webhook-url", help="http(s) URL where Alertmanager posts alerts (its webhook receiver)")
+        sub.add_argument("--alert-webhook-url", help="http(s) URL where Alertmanager posts alerts (webhook receiver)")
         sub.add_argument("--network", help="private network (CIDR) of the hosts, when web hosts have no address")
         sub.add_argument("--service-environment", choices=["staging", "production"],
                          help="ENVIRONMENT of the service (default production)")
