@@ -284,6 +284,18 @@ def test_metrics_allowed_from_the_monitoring_host_only_with_credentials(metrics_
     assert _metrics_status("nginx-debian12", "nginx-debian13", credentials) == "403"
 
 
+def test_metrics_password_is_hashed_with_apr1_and_a_short_one_is_refused_before_anything_is_written(ansible_playbook):
+    # apr1: nginx checks it with crypt() in its worker in ~1 ms (passlib's SHA-512 crypt took ~1 s).
+    for name in HOSTS:
+        entry = _host(name).file("/etc/nginx/metrics.htpasswd").content_string
+        assert entry.startswith("prometheus:$apr1$"), entry.split(":")[1][:12]
+    short = [{"name": "prometheus", "password": "short"}]
+    run = ansible_playbook(extra_vars={"nginx_metrics_basic_auth_users": short}, limit="nginx-debian12")
+    assert run.rc != 0
+    assert "at least 16 characters" in run.output and "short of: ['prometheus']" in run.output, run.output[-3000:]
+    assert run.recap()["nginx-debian12"]["changed"] == 0
+
+
 @pytest.mark.parametrize("name", HOSTS)
 def test_metrics_refused_from_the_controller_even_with_credentials(name, ca_file, metrics_password):
     response = curl(name, "/metrics", "-u", f"prometheus:{metrics_password}", ca=ca_file)
