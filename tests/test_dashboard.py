@@ -1,7 +1,7 @@
 """The Grafana dashboard (roles/monitoring/files/dashboards/) offline: it loads, every panel queries,
 every expression parses (promtool), every metric name is one the service, the node exporter, the
 Redis exporter or Prometheus itself exposes, and the variables its queries use are the dashboard's
-own."""
+own. The full stack's molecule/fullstack/tests/test_dashboard.py runs every expression for real."""
 
 from __future__ import annotations
 

@@ -13,7 +13,8 @@ returns every target's `expr` with them replaced by the values of VARIABLES:
 Both `$name` and `${name}` forms are replaced; `${1}` (a label_replace back-reference, which Grafana
 leaves alone too: no variable has that name) stays, and any other variable without a value here is an
 error. Used by tests/test_dashboard.py (offline: syntax with
-promtool, metric names).
+promtool, metric names) and molecule/fullstack/tests/test_dashboard.py (every expression against the
+scenario's running Prometheus).
 """
 
 from __future__ import annotations
