@@ -121,3 +121,22 @@ def test_the_http_redirect_names_the_public_https_port_unless_it_is_443(port, re
     site = (ROOT / "roles" / "nginx" / "templates" / "site.conf.j2").read_text()
     rendered = Templar(loader=DataLoader(), variables=variables).template(trust_as_template(site))
     assert f"return 301 {redirect};" in rendered
+
+
+@pytest.mark.parametrize(("memtotal_mb", "settings", "maxmemory"), [
+    (24105, {}, "2gb"),  # the guide's 2gb, under half the RAM
+    (2048, {}, "1024mb"),  # capped to half the RAM
+    (4096, {}, "2gb"),  # exactly half: not rewritten
+    (4096, {"redis_maxmemory": "4GB", "redis_maxmemory_cap_percent": 5}, "204mb"),
+    (4096, {"redis_maxmemory": "4gb", "redis_maxmemory_cap_percent": 0}, "4gb"),  # no cap
+    (1000, {"redis_maxmemory": "400000000"}, "400000000"),  # bytes, under 500 MiB
+    (1000, {"redis_maxmemory": "0"}, "0"),  # no limit stays no limit
+    (1000, {"redis_maxmemory": "12 parsecs"}, "12 parsecs"),  # left for Redis's dry start to refuse
+    (1000, {"redis_maxmemory_percent": 25}, "250mb"),  # a share of the RAM instead
+])
+def test_redis_maxmemory_follows_the_guide_capped_to_a_share_of_the_ram(memtotal_mb, settings, maxmemory):
+    variables = dict(role_variables("redis"), **trusted(settings))
+    variables["ansible_facts"] = dict(variables["ansible_facts"], memtotal_mb=memtotal_mb)
+    conf = (ROOT / "roles" / "redis" / "templates" / "redis.conf.j2").read_text()
+    rendered = Templar(loader=DataLoader(), variables=variables).template(trust_as_template(conf))
+    assert f"\nmaxmemory {maxmemory}\n" in rendered

@@ -1,7 +1,8 @@
 """Behaviour of Redis as the role configures it, on Debian 12 (Redis 7.0) and Debian 13 (Redis 8.0).
 
-redis-debian13 is in group redis_tls: TLS on port 6380 and maxmemory as 5 % of RAM there.
-Passwords come from the scenario's ephemeral directory, where converge.yml generated them.
+redis-debian13 is in group redis_tls: TLS on port 6380, and the guide's tuning-section maxmemory (4gb,
+volatile-lru) capped to 5 % of RAM there. Passwords and the secret name of CONFIG come from the
+scenario's ephemeral directory, where converge.yml generated them.
 """
 
 import os
@@ -11,9 +12,14 @@ from pathlib import Path
 
 import pytest
 import testinfra
+import yaml
 
 CONF = "/etc/redis/redis.conf"
+LOG = "/var/log/redis/redis-server.log"
+LOGROTATE = "/etc/logrotate.d/redis-server"
 TLS_HOST = "redis-debian13"
+ROLE_DEFAULTS = yaml.safe_load((Path(__file__).parents[3] / "defaults" / "main.yml").read_text())
+MIB = 1024 * 1024
 
 
 def secret(name):
@@ -121,17 +127,57 @@ def test_administrator_sees_the_acl_users(host):
 
 # --- settings read back ----------------------------------------------------------------------------
 
-def test_maxmemory_and_policy_read_back_as_configured(host):
+def memtotal_mb(host):
+    """What Ansible's memtotal_mb reports: MemTotal in MiB, rounded down."""
+    return int(host.check_output("awk '/^MemTotal:/ {print $2}' /proc/meminfo")) // 1024
+
+
+def expected_maxmemory(host):
+    """redis-debian12: the guide's 2gb under the default 50 % cap; redis-debian13: 4gb capped to 5 %."""
+    if host.backend.get_hostname() == TLS_HOST:
+        size, cap = 4 * 1024 * MIB, 5
+    else:
+        assert ROLE_DEFAULTS["redis_maxmemory"] == "2gb"
+        size, cap = 2 * 1024 * MIB, ROLE_DEFAULTS["redis_maxmemory_cap_percent"]
+    return min(size, memtotal_mb(host) * cap // 100 * MIB)
+
+
+def running_config(host, *names):
+    """CONFIG GET through its secret name, as the administrator: the values the server runs with."""
+    renamed = "CONFIG_" + secret("redis_config_suffix")
+    rc, out = admin(host, renamed, "GET", *names)
+    assert rc == 0, out
+    lines = out.split("\n")
+    return dict(zip(lines[::2], lines[1::2], strict=True))
+
+
+def test_guide_settings_read_back_from_the_running_server(host):
+    tuned = host.backend.get_hostname() == TLS_HOST
+    config = running_config(host, "save", "maxmemory", "maxmemory-policy", "maxmemory-samples", "tcp-backlog",
+                            "tcp-keepalive", "timeout", "rdbcompression", "repl-diskless-sync-delay")
+    assert config == {
+        "save": " ".join(f"{p['seconds']} {p['changes']}" for p in ROLE_DEFAULTS["redis_save"]),
+        "maxmemory": str(expected_maxmemory(host)),
+        "maxmemory-policy": "volatile-lru" if tuned else ROLE_DEFAULTS["redis_maxmemory_policy"],
+        "maxmemory-samples": str(ROLE_DEFAULTS["redis_maxmemory_samples"]),
+        "tcp-backlog": str(ROLE_DEFAULTS["redis_tcp_backlog"]),
+        "tcp-keepalive": str(ROLE_DEFAULTS["redis_tcp_keepalive"]),
+        "timeout": str(ROLE_DEFAULTS["redis_timeout"]),
+        "rdbcompression": "yes" if ROLE_DEFAULTS["redis_rdbcompression"] else "no",
+        "repl-diskless-sync-delay": str(ROLE_DEFAULTS["redis_repl_diskless_sync_delay"]),
+    }
+    assert config["save"] == "900 1 300 10 60 10000" and config["maxmemory-samples"] == "5"  # the guide's
+    if tuned:  # the cap brought the tuning section's 4gb down
+        assert int(config["maxmemory"]) < 4 * 1024 * MIB
+    # INFO agrees (what the monitoring role's exporter reads)
     _, out = admin(host, "INFO", "memory")
     info = dict(line.split(":", 1) for line in out.splitlines() if ":" in line)
-    if host.backend.get_hostname() == TLS_HOST:
-        # 5 % of the host's RAM (what Ansible's memtotal_mb reports: MemTotal in MiB, rounded down).
-        memtotal_kib = int(host.check_output("awk '/^MemTotal:/ {print $2}' /proc/meminfo"))
-        expected = (memtotal_kib // 1024) * 5 // 100 * 1024 * 1024
-    else:
-        expected = 256 * 1024 * 1024
-    assert int(info["maxmemory"]) == expected
-    assert info["maxmemory_policy"] == "allkeys-lru"
+    assert (info["maxmemory"], info["maxmemory_policy"]) == (config["maxmemory"], config["maxmemory-policy"])
+
+
+def test_only_the_administrator_may_call_the_renamed_config(host):
+    _, out = app(host, "CONFIG_" + secret("redis_config_suffix"), "GET", "maxmemory")
+    assert out.startswith("NOPERM"), out
 
 
 def test_persistence_settings_read_back(host):
@@ -198,6 +244,27 @@ def test_systemd_dropin_hardens_the_unit(host):
     assert host.service("redis-server").is_enabled
 
 
+def systemd_bytes(size):
+    """systemd's size suffixes (K, M, G, T: powers of 1024) to bytes."""
+    number, unit = re.fullmatch(r"(\d+)([KMGT]?)", size).groups()
+    return int(number) * 1024 ** " KMGT".index(unit or " ")
+
+
+def test_systemd_caps_memory_and_tasks(host):
+    shown = host.check_output("systemctl show redis-server -p MemoryMax -p TasksMax")
+    props = dict(line.split("=", 1) for line in shown.splitlines())
+    assert props["MemoryMax"] == str(systemd_bytes(ROLE_DEFAULTS["redis_systemd_memory_max"]))
+    assert props["TasksMax"] == str(ROLE_DEFAULTS["redis_systemd_tasks_max"])
+    # the kernel applies them to Redis's cgroup (cgroup v2, or v1 as on these test machines)
+    cgroup = host.check_output("systemctl show redis-server -p ControlGroup --value")
+    if host.file("/sys/fs/cgroup/cgroup.controllers").exists:
+        memory, pids = f"/sys/fs/cgroup{cgroup}/memory.max", f"/sys/fs/cgroup{cgroup}/pids.max"
+    else:
+        memory, pids = f"/sys/fs/cgroup/memory{cgroup}/memory.limit_in_bytes", f"/sys/fs/cgroup/pids{cgroup}/pids.max"
+    assert host.file(memory).content_string.strip() == props["MemoryMax"]
+    assert host.file(pids).content_string.strip() == props["TasksMax"]
+
+
 def test_redis_cannot_write_its_own_config(host):
     # CONFIG REWRITE (were CONFIG not renamed) or a compromised process cannot change redis.conf.
     pid = main_pid(host)
@@ -206,13 +273,43 @@ def test_redis_cannot_write_its_own_config(host):
     assert not host.file("/etc/redis/probe").exists
 
 
+# --- logs ------------------------------------------------------------------------------------------
+
+def test_logrotate_file_is_the_roles(host):
+    rules = host.file(LOGROTATE)
+    assert (rules.user, rules.group, rules.mode) == ("root", "root", 0o644)
+    lines = [line.strip() for line in rules.content_string.splitlines()
+             if line.strip() and not line.strip().startswith("#")]
+    assert lines[0] == f"{LOG} {{"
+    assert ROLE_DEFAULTS["redis_logrotate_frequency"] == "daily" and "daily" in lines
+    assert ROLE_DEFAULTS["redis_logrotate_rotate"] == 30 and "rotate 30" in lines
+    assert {"compress", "delaycompress", "missingok", "notifempty", "create 0640 redis adm"} <= set(lines)
+    assert "copytruncate" not in lines
+    result = host.run(f"logrotate -d {LOGROTATE}")
+    assert result.rc == 0, result.stderr
+
+
+def test_forced_rotation_keeps_redis_logging_into_the_new_file(host):
+    """Redis opens its log file for every line: after logrotate's rename it writes into the new file."""
+    host.run(f"rm -f {LOG}.1")
+    assert admin(host, "SAVE") == (0, "OK")  # "DB saved on disk", logged at notice
+    old_inode = host.file(LOG).inode
+    result = host.run(f"logrotate -f {LOGROTATE}")
+    assert result.rc == 0, result.stderr
+    fresh = host.file(LOG)
+    assert fresh.inode != old_inode and (fresh.user, fresh.group, fresh.mode) == ("redis", "adm", 0o640)
+    assert "DB saved on disk" in host.file(f"{LOG}.1").content_string  # delaycompress: kept plain
+    assert admin(host, "SAVE") == (0, "OK")
+    assert "DB saved on disk" in host.file(LOG).content_string
+    assert host.file(LOG).inode == fresh.inode  # Redis appended to the file logrotate created
+
+
 # --- transactions and input validation (re-run the play) ---------------------------------------------
 
 def test_broken_config_value_fails_the_play_and_keeps_redis_running(host, ansible_playbook):
     name = host.backend.get_hostname()
     before_conf, before_pid = host.file(CONF).sha256sum, main_pid(host)
-    # (redis_maxmemory_percent would take precedence on redis-debian13)
-    broken = {"redis_maxmemory": "12 parsecs", "redis_maxmemory_percent": 0}
+    broken = {"redis_maxmemory": "12 parsecs"}  # a size Redis cannot parse is written as given
     run = ansible_playbook(extra_vars=broken, limit=name)
     assert run.rc != 0
     assert "Redis refused the new /etc/redis/redis.conf" in run.output, run.output[-3000:]
