@@ -46,11 +46,13 @@ def test_every_group_becomes_its_job():
     config, _ = render(INVENTORY, {"data-1": {"ansible_host": "10.0.0.7"},
                                    "app-2": {"monitoring_scrape_address": "10.0.1.2"}})
     found = jobs(config)
-    assert set(found) == {"node", "redis", "app", "api"}
+    assert set(found) == {"node", "redis", "nginx", "postgres", "app", "api"}
     assert targets(found["node"]) == [(f"{a}:9100", {"instance": h}) for h, a in
                                       [("app-1", "app-1"), ("app-2", "10.0.1.2"), ("data-1", "10.0.0.7"),
                                        ("mon-1", "mon-1"), ("web-1", "web-1")]]
     assert targets(found["redis"]) == [("10.0.0.7:9121", {"instance": "data-1"})]
+    assert targets(found["nginx"]) == [("web-1:9113", {"instance": "web-1"})]
+    assert targets(found["postgres"]) == [("10.0.0.7:9187", {"instance": "data-1"})]
     assert targets(found["app"]) == [("app-1:8001", {"instance": "app-1", "slot": "blue"}),
                                      ("app-1:8002", {"instance": "app-1", "slot": "green"}),
                                      ("10.0.1.2:8001", {"instance": "app-2", "slot": "blue"}),
@@ -81,9 +83,13 @@ def test_groups_without_hosts_leave_their_jobs_out():
 
 def test_a_host_sets_its_own_exporter_port():
     config, _ = render(INVENTORY, {"data-1": {"monitoring_node_exporter_port": 19100,
-                                              "monitoring_redis_exporter_port": 19121}})
+                                              "monitoring_redis_exporter_port": 19121,
+                                              "monitoring_postgres_exporter_port": 19187},
+                                   "web-1": {"monitoring_nginx_exporter_port": 19113}})
     assert ("data-1:19100", {"instance": "data-1"}) in targets(jobs(config)["node"])
     assert targets(jobs(config)["redis"]) == [("data-1:19121", {"instance": "data-1"})]
+    assert targets(jobs(config)["postgres"]) == [("data-1:19187", {"instance": "data-1"})]
+    assert targets(jobs(config)["nginx"]) == [("web-1:19113", {"instance": "web-1"})]
 
 
 @pytest.mark.parametrize("groups", [INVENTORY, {"monitoring": ["mon-1"]}], ids=["full", "monitoring-only"])
@@ -110,7 +116,8 @@ def test_promtool_refuses_a_duplicate_job(tmp_path: Path):
 
 # --- the exporters' ports are open to the monitoring group only ----------------------------------
 
-EXPORTER_PORTS = {"monitoring_node_exporter_port", "monitoring_redis_exporter_port"}
+EXPORTER_PORTS = {"monitoring_node_exporter_port", "monitoring_redis_exporter_port",
+                  "monitoring_nginx_exporter_port", "monitoring_postgres_exporter_port"}
 
 
 @pytest.mark.parametrize("environment", ["staging", "production"])
