@@ -1,5 +1,6 @@
 """Behaviour of the server baseline on a converged host."""
 
+import contextlib
 import os
 import pathlib
 import re
@@ -8,6 +9,8 @@ import pytest
 import testinfra
 import yaml
 
+SSH_DROPIN = "/etc/ssh/sshd_config.d/00-server-hardening.conf"
+HOSTS = ("server-debian12", "server-debian13")
 ROLE_DEFAULTS = yaml.safe_load((pathlib.Path(__file__).parents[3] / "defaults" / "main.yml").read_text())
 
 
@@ -201,3 +204,93 @@ def test_a_changed_file_is_reported_by_check_mode_and_put_back(ansible_playbook)
     assert host.file(sysctl).mode == 0o644
     assert host.file(journal).mode == 0o2755
     assert ansible_playbook().recap()[name]["changed"] == 0
+
+
+# --- transactions: a bad change fails the play and leaves the working file and service in place ----
+
+
+
+@contextlib.contextmanager
+def _ssh_login_probe(host):
+    """A throwaway key in the admin's authorized_keys for the test; the file is put back after."""
+    keys = "/home/opsadmin/.ssh/authorized_keys"
+    host.check_output("rm -f /root/probe_key* && ssh-keygen -q -t ed25519 -N '' -f /root/probe_key")
+    host.check_output(f"cp -p {keys} /root/authorized_keys.orig && cat /root/probe_key.pub >> {keys}")
+    try:
+        yield
+    finally:
+        host.check_output(f"cp -p /root/authorized_keys.orig {keys}")
+        host.check_output("rm -f /root/authorized_keys.orig /root/probe_key*")
+
+
+def _ssh(host, command):
+    """A new SSH session as the admin, over the container's loopback, with the probe key."""
+    return host.run("ssh -i /root/probe_key -o BatchMode=yes -o StrictHostKeyChecking=no "
+                    f"-o UserKnownHostsFile=/dev/null opsadmin@127.0.0.1 '{command}'")
+
+
+def _new_ssh_login_works(host):
+    login = _ssh(host, "id -un")
+    return login.rc == 0 and login.stdout.strip() == "opsadmin"
+
+
+def test_bad_sshd_option_fails_with_sshds_message_and_sshd_keeps_the_old_file(ansible_playbook):
+    hosts = {name: _testbed_host(name) for name in HOSTS}
+    before = {name: h.file(SSH_DROPIN).sha256sum for name, h in hosts.items()}
+    with contextlib.ExitStack() as stack:
+        for h in hosts.values():
+            stack.enter_context(_ssh_login_probe(h))
+            assert _new_ssh_login_works(h)
+        run = ansible_playbook({"server_ssh_extra_options": {"NoSuchOption": "yes"}}, tags="server_ssh")
+        assert run.rc != 0
+        output = " ".join(run.output.split())  # the YAML callback folds long lines
+        assert "Bad configuration option: NoSuchOption" in output, output[-3000:]
+        assert "the previous file is in place and sshd keeps running on it" in output
+        for name, h in hosts.items():
+            assert run.recap()[name]["failed"] == 1 and run.recap()[name]["changed"] == 0, run.recap()
+            assert h.file(SSH_DROPIN).sha256sum == before[name]
+            assert h.service("ssh").is_running
+            assert _new_ssh_login_works(h), name
+
+
+def test_candidate_is_checked_with_the_whole_sshd_configuration(ansible_playbook):
+    """A valid drop-in is refused when another file, read first, would turn passwords back on."""
+    name = "server-debian12"
+    host = _testbed_host(name)
+    before = host.file(SSH_DROPIN).sha256sum
+    first = "/etc/ssh/sshd_config.d/00-aa-before-ours.conf"
+    host.check_output(f"echo 'PasswordAuthentication yes' > {first}")
+    try:
+        with _ssh_login_probe(host):
+            run = ansible_playbook({"server_ssh_extra_options": {"MaxSessions": 4}}, tags="server_ssh", limit=name)
+            assert run.rc != 0
+            output = " ".join(run.output.split())
+            assert "effective configuration would not be hardened" in output, output[-3000:]
+            assert "passwordauthentication yes" in output
+            assert host.file(SSH_DROPIN).sha256sum == before
+            assert "MaxSessions" not in host.file(SSH_DROPIN).content_string
+            assert _new_ssh_login_works(host)
+    finally:
+        host.run(f"rm -f {first}")
+
+
+@pytest.mark.parametrize(("bad", "message"), [
+    # renders "tcp dport 70000", which nft refuses ("Service out of range") once the host is reached
+    ({"server_firewall_internal_ports": [{"port": 70000, "from_groups": ["app"]}]},
+     "Ports must be between 1 and 65535: [70000]"),
+    # renders "%ops admins ALL=..." (a sudoers syntax error), and groupadd refuses the name first
+    ({"server_admin_group": "ops admins"}, "is not a group name groupadd and sudoers accept"),
+])
+def test_bad_firewall_or_sudo_input_is_refused_before_any_host_is_touched(ansible_playbook, bad, message):
+    hosts = {name: _testbed_host(name) for name in HOSTS}
+    files = "sha256sum /etc/nftables.conf /etc/sudoers.d/10-server-admins"
+    before = {name: h.check_output(files) for name, h in hosts.items()}
+    run = ansible_playbook(bad)
+    assert run.rc != 0
+    assert message in " ".join(run.output.split()), run.output[-3000:]
+    assert "[server : users |" not in run.output and "[server : firewall |" not in run.output
+    for name, h in hosts.items():
+        assert run.recap()[name]["changed"] == 0, run.recap()
+        assert h.check_output(files) == before[name]
+        assert h.run("nft list table inet server_firewall").rc == 0
+        assert h.run("runuser -u opsadmin -- sudo -n true").rc == 0
