@@ -96,6 +96,9 @@ SOURCES
   done
   : >"$rootfs/etc/machine-id"   # empty: systemd makes a fresh one per container
   printf 'APT::Install-Recommends "false";\nAPT::Install-Suggests "false";\n' >"$rootfs/etc/apt/apt.conf.d/90testbed"
+  # dpkg without an fsync per file, as Docker's own Debian images ship it (docker-apt-speedup): a test
+  # container is thrown away, never power-cycled. Measured: 10-14 % off installing a tier's packages.
+  printf 'force-unsafe-io\n' >"$rootfs/etc/dpkg/dpkg.cfg.d/90testbed"
   # No package lists in the image: roles must update them (as on a fresh server).
   rm -rf "$rootfs"/var/lib/apt/lists/* "$rootfs"/var/cache/apt/*.bin "$rootfs"/var/cache/apt/archives/*.deb
   touch -d @0 "$rootfs/var/lib/apt/lists"   # Ansible's apt cache_valid_time reads this mtime
