@@ -16,6 +16,9 @@ import orjson
 
 request_id_var: ContextVar[str | None] = ContextVar("request_id", default=None)
 
+# The app's own loggers: LOG_LEVEL applies to each, with or without a LOG_CONFIG file.
+APP_LOGGERS = ("app", "app.api", "app.services", "app.models")
+
 _RESERVED = frozenset(
     vars(logging.LogRecord("", 0, "", 0, "", (), None)).keys() | {"message", "asctime", "taskName"}
 )
@@ -46,17 +49,21 @@ class JsonFormatter(logging.Formatter):
 
 
 def configure_logging(level: str = "INFO", config_file: str | None = None) -> None:
-    """Use a fileConfig file when given (LOG_CONFIG), else JSON lines on stderr."""
+    """Use a fileConfig file when given (LOG_CONFIG), else JSON lines on stderr.
+
+    Either way the app's loggers get `level` (LOG_LEVEL, the validated setting, not a second read of
+    the environment): the file gives handlers and shape, LOG_LEVEL is the one source of their level.
+    """
     if config_file:
         path = Path(config_file)
         if not path.is_file():
             raise FileNotFoundError(f"LOG_CONFIG: {config_file} does not exist")
         logging.config.fileConfig(path, disable_existing_loggers=False)
-        return
-    handler = logging.StreamHandler()
-    handler.setFormatter(JsonFormatter())
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(level)  # the validated setting, not a second read of the environment
-    for name in ("app", "app.api", "app.services", "app.models"):
+    else:
+        handler = logging.StreamHandler()
+        handler.setFormatter(JsonFormatter())
+        root = logging.getLogger()
+        root.handlers[:] = [handler]
+        root.setLevel(level)
+    for name in APP_LOGGERS:
         logging.getLogger(name).setLevel(level)

@@ -1,13 +1,14 @@
 from __future__ import annotations
 
 import asyncio
+import configparser
 import io
 import json
 import logging
-import logging.config
+import logging.handlers
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,7 @@ from fastapi.testclient import TestClient
 from prometheus_client import REGISTRY
 
 from app.api.deps import get_redis
-from app.core.logging import JsonFormatter, request_id_var
+from app.core.logging import APP_LOGGERS, JsonFormatter, configure_logging, request_id_var
 from app.core.middleware import RequestContextMiddleware
 from app.main import create_app
 from tests.conftest import metric_value
@@ -90,29 +91,74 @@ def test_access_log_line_has_request_id(
 
 
 @pytest.fixture
-def shipped_logging_conf(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    """Load the shipped logging.conf with its file handler in tmp_path; yield the log file."""
+def shipped_logging_conf(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Callable[[str], Path]]:
+    """Load the shipped logging.conf the way the service does (configure_logging with LOG_LEVEL),
+    its file handler in tmp_path, stderr captured; yield a loader that returns the log file."""
     log_file = tmp_path / "app.log"
     monkeypatch.setenv("APP_LOG_FILE", str(log_file))
     root = logging.getLogger()
-    level = root.level
-    logging.config.fileConfig(SERVICE / "logging.conf", disable_existing_loggers=False)
+    saved = {name: logging.getLogger(name).level for name in APP_LOGGERS}
+    root_level, root_handlers = root.level, root.handlers[:]
+
+    def load(level: str) -> Path:
+        configure_logging(level, str(SERVICE / "logging.conf"))
+        return log_file
+
     try:
-        yield log_file
+        yield load
     finally:
-        for h in logging.getLogger("app").handlers:
-            h.close()
-        logging.getLogger("app").handlers.clear()
-        logging.getLogger("app").propagate = True
-        for h in root.handlers[:]:
-            if isinstance(h.formatter, JsonFormatter):  # logging.conf's stderr handler
-                root.removeHandler(h)
-        root.setLevel(level)
+        for name, level in saved.items():
+            logger = logging.getLogger(name)
+            for h in logger.handlers:
+                h.close()
+            logger.handlers.clear()
+            logger.propagate = True
+            logger.setLevel(level)
+        root.handlers[:] = root_handlers
+        root.setLevel(root_level)
 
 
-def test_logging_conf_writes_json_to_a_watched_file(shipped_logging_conf: Path) -> None:
-    log_file = shipped_logging_conf
-    handler = logging.getLogger("app").handlers[0]
+def console_of(root: logging.Logger) -> io.StringIO:
+    """Point logging.conf's stderr handler (root's only handler) at a buffer and return it."""
+    (console,) = root.handlers
+    assert type(console) is logging.StreamHandler
+    assert isinstance(console.formatter, JsonFormatter)
+    console.setStream(buffer := io.StringIO())
+    return buffer
+
+
+def test_logging_conf_has_the_guides_loggers_handlers_and_formatter() -> None:
+    """root on the console; app.api, app.services, app.models on the file only (propagate 0); JSON."""
+    conf = configparser.ConfigParser(interpolation=None)
+    conf.read(SERVICE / "logging.conf")
+    assert conf["loggers"]["keys"].replace(" ", "").split(",") == [
+        "root",
+        "app_api",
+        "app_services",
+        "app_models",
+    ]
+    assert conf["logger_root"]["handlers"] == "console"
+    for name in ("app.api", "app.services", "app.models"):
+        section = conf["logger_" + name.replace(".", "_")]
+        assert (section["qualname"], section["handlers"], section["propagate"]) == (
+            name,
+            "file",
+            "0",
+        )
+    assert conf["handlers"]["keys"].replace(" ", "") == "console,file"
+    assert conf["handler_console"]["class"] == "StreamHandler"
+    assert conf["handler_file"]["class"] == "logging.handlers.WatchedFileHandler"
+    assert conf["formatters"]["keys"].strip() == "json"
+    assert conf["formatter_json"]["class"] == "app.core.logging.JsonFormatter"
+
+
+def test_logging_conf_writes_json_to_a_watched_file(
+    shipped_logging_conf: Callable[[str], Path],
+) -> None:
+    log_file = shipped_logging_conf("INFO")
+    (handler,) = logging.getLogger("app.api").handlers
     assert isinstance(handler, logging.handlers.WatchedFileHandler)
     logging.getLogger("app.services").info("before rotation")
     log_file.rename(log_file.with_name("app.log.1"))  # what logrotate does (create mode)
@@ -122,20 +168,45 @@ def test_logging_conf_writes_json_to_a_watched_file(shipped_logging_conf: Path) 
     assert json.loads(log_file.read_text())["message"] == "after rotation"
 
 
-def test_logging_conf_writes_an_app_line_once_to_the_file_and_not_to_stderr(
-    shipped_logging_conf: Path,
+def test_logging_conf_writes_each_app_line_once_to_the_file_and_others_to_stderr(
+    shipped_logging_conf: Callable[[str], Path],
 ) -> None:
-    """app.* records propagate up to the `app` file handler and stop there (no stderr copy)."""
-    root = logging.getLogger()
-    (console,) = [h for h in root.handlers if isinstance(h.formatter, JsonFormatter)]
-    assert isinstance(console, logging.StreamHandler)  # logging.conf's stderr handler
-    console.setStream(stderr := io.StringIO())
+    """Each app logger's records land in the file exactly once and never on stderr; a record of any
+    other logger goes to stderr only (root's console handler)."""
+    log_file = shipped_logging_conf("INFO")
+    stderr = console_of(logging.getLogger())
     for name in ("app.api", "app.services", "app.models"):
-        logging.getLogger(name).warning("from %s", name)
-    logging.getLogger("app").handlers[0].flush()
-    lines = [json.loads(x) for x in shipped_logging_conf.read_text().splitlines()]
-    assert [x["message"] for x in lines] == ["from app.api", "from app.services", "from app.models"]
-    assert stderr.getvalue() == ""
+        logging.getLogger(name).info("from %s", name)
+    logging.getLogger("a.library").warning("not the app's")
+    lines = [json.loads(x) for x in log_file.read_text().splitlines()]
+    assert [(x["logger"], x["message"]) for x in lines] == [
+        ("app.api", "from app.api"),
+        ("app.services", "from app.services"),
+        ("app.models", "from app.models"),
+    ]
+    (other,) = [json.loads(x) for x in stderr.getvalue().splitlines()]
+    assert (other["logger"], other["message"]) == ("a.library", "not the app's")
+
+
+@pytest.mark.parametrize(
+    ("level", "written"),
+    [("DEBUG", ["debug", "info", "warning"]), ("WARNING", ["warning"]), ("ERROR", [])],
+)
+def test_log_level_sets_every_app_logger_of_the_shipped_file(
+    shipped_logging_conf: Callable[[str], Path], level: str, written: list[str]
+) -> None:
+    """LOG_LEVEL, not the file, decides what each app logger writes (one source for the level)."""
+    log_file = shipped_logging_conf(level)
+    for name in ("app.api", "app.services", "app.models"):
+        assert logging.getLogger(name).level == logging.getLevelName(level)
+        logger = logging.getLogger(name)
+        logger.debug("debug")
+        logger.info("info")
+        logger.warning("warning")
+    lines = [json.loads(x) for x in log_file.read_text().splitlines()]
+    assert [(x["logger"], x["message"]) for x in lines] == [
+        (name, message) for name in ("app.api", "app.services", "app.models") for message in written
+    ]
 
 
 def test_metrics_count_requests_by_route_and_status(client: TestClient) -> None:
