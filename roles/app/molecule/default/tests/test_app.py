@@ -6,6 +6,7 @@ import os
 import re
 import socket
 import ssl
+import uuid
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,16 @@ PORTS = {"blue": 8001, "green": 8002}
 PUBLISHED = {"app-debian12": 18643, "app-debian13": 18644}
 # The service's own Gunicorn configuration, which every release ships and runs.
 SERVICE_CONFIG = Path(os.environ["MOLECULE_PROJECT_DIRECTORY"]).parents[1] / "service" / "gunicorn_config.py"
+# The service's own logging configuration, which every release ships and the slots load (LOG_CONFIG).
+SERVICE_LOGGING = SERVICE_CONFIG.with_name("logging.conf")
+APP_LOG = f"/var/log/{APP}/app.log"
+# What the service does at start: settings from shared/.env (LOG_LEVEL) and the environment (LOG_CONFIG),
+# configure_logging; then one INFO line per app logger, tagged with argv[1].
+LOG_EACH = ('import logging, sys; from app.core.config import load_settings; '
+            'from app.core.logging import configure_logging; s = load_settings(); '
+            'configure_logging(s.log_level, s.log_config); '
+            '[logging.getLogger(n).info("%s from %s", sys.argv[1], n) '
+            'for n in ("app.api", "app.services", "app.models")]')
 # Run a Gunicorn config file with exactly the environment of a process; print the named settings.
 EFFECTIVE = ('import json, os, runpy, sys; '
              'env = dict(v.split("=", 1) for v in open(sys.argv[1]).read().split(chr(0)) if v); '
@@ -97,6 +108,28 @@ def test_gunicorn_runs_the_services_own_config_driven_by_the_units_environment(h
     }
     # systemd waits the graceful timeout plus 10 s before it kills a stopping slot.
     assert host.check_output(f"systemctl show -p TimeoutStopUSec --value {APP}@{slot}.service") == "40s"
+
+
+def test_the_service_logs_through_its_own_logging_conf_each_app_line_once_into_app_log(host):
+    """One logging configuration: the live slot's master has LOG_CONFIG = its release's logging.conf, byte for
+    byte the service's file, and APP_LOG_FILE = app.log; a line of each app logger, logged by the release's
+    Python as the service user with that environment, lands in app.log exactly once and not on stderr."""
+    live = state(host)
+    slot = live["live_slot"]
+    shipped = host.file(f"{BASE}/releases/{live['live_release']}/logging.conf")
+    assert shipped.sha256sum == hashlib.sha256(SERVICE_LOGGING.read_bytes()).hexdigest()
+    assert (shipped.user, shipped.group, shipped.mode) == ("root", APP, 0o640)
+    assert not host.file(f"{BASE}/shared/logging.conf").exists  # the role renders none of its own
+    pid = host.check_output(f"systemctl show -p MainPID --value {APP}@{slot}.service")
+    environ = dict(v.split("=", 1) for v in host.check_output(f"tr '\\0' '\\n' < /proc/{pid}/environ").splitlines())
+    assert (environ["LOG_CONFIG"], environ["APP_LOG_FILE"]) == (f"{BASE}/slots/{slot}/logging.conf", APP_LOG)
+    tag = uuid.uuid4().hex
+    run = as_app(host, f"env LOG_CONFIG={environ['LOG_CONFIG']} APP_LOG_FILE={environ['APP_LOG_FILE']} "
+                       f"{BASE}/slots/{slot}/venv/bin/python -B -c '{LOG_EACH}' {tag}")
+    assert (run.rc, run.stdout, run.stderr) == (0, "", "")  # no copy on root's console handler
+    found = [json.loads(line) for line in host.check_output(f"grep -F {tag} {APP_LOG}").splitlines()]
+    assert sorted((x["logger"], x["level"], x["message"]) for x in found) == [
+        (name, "INFO", f"{tag} from {name}") for name in ("app.api", "app.models", "app.services")]
 
 
 def test_env_file_and_app_tree_are_private_to_the_group(host):
